@@ -1,0 +1,48 @@
+//===- TileAttrs.td - Attributes and enums of the tile dialect ------------===//
+#ifndef TILE_ATTRS_TD
+#define TILE_ATTRS_TD
+
+include "TileBase.td"
+
+def Tile_QuantKind : I32EnumAttr<"QuantKind", "how a weight is stored", [
+  I32EnumAttrCase<"none", 0>,      // bf16/f16/f32, no scales
+  I32EnumAttrCase<"fp8_block", 1>, // E4M3FN with one f32 scale per block (128x128)
+  I32EnumAttrCase<"mxfp4", 2>      // OCP MX: E2M1 elements, one E8M0 scale per 32
+]> {
+  let cppNamespace = "::mlir::tile";
+  let genSpecializedAttr = 0;
+}
+
+def Tile_QuantAttr : Tile_Attr<"Quant", "quant"> {
+  let summary = "quantization scheme of a weight";
+  let description = [{
+    `#tile.quant<none>`, `#tile.quant<fp8_block [128, 128]>` (block over the two
+    trailing dims, scale tensor `<source>_scale_inv`), `#tile.quant<mxfp4 [32]>`
+    (block of the trailing dim, E8M0 scales `<source>_scale`).
+  }];
+  let parameters = (ins EnumParameter<Tile_QuantKind>:$kind,
+                        ArrayRefParameter<"int64_t">:$block);
+  let hasCustomAssemblyFormat = 1;
+  let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    /// The element type a weight stored in this scheme must have.
+    bool acceptsElementType(::mlir::Type type) const;
+    bool isNone() const { return getKind() == QuantKind::none; }
+  }];
+}
+
+def Tile_MaskKind : I32EnumAttr<"MaskKind", "attention mask inside the query block", [
+  I32EnumAttrCase<"causal", 0>,
+  I32EnumAttrCase<"bidirectional", 1>
+]> {
+  let cppNamespace = "::mlir::tile";
+}
+
+def Tile_ReduceKind : I32EnumAttr<"ReduceKind", "collective reduction", [
+  I32EnumAttrCase<"sum", 0>,
+  I32EnumAttrCase<"max", 1>
+]> {
+  let cppNamespace = "::mlir::tile";
+}
+
+#endif // TILE_ATTRS_TD

@@ -1,0 +1,186 @@
+// Every verifier error of the router, moe, accept and collective ops.
+// RUN: tile-opt %s --split-input-file --verify-diagnostics
+
+tile.weight @gate : tensor<8x64xf32> = "g"
+func.func @f(%x: tensor<4x64xbf16>) {
+  // expected-error @+1 {{'tile.router' op result '!tile.routing<tokens = 4, top_k = 3, experts = 8>' must have tokens = 4 and top_k = 2}}
+  %r = tile.router %x, @gate top_k(2) groups(1, 1) : tensor<4x64xbf16> -> !tile.routing<tokens = 4, top_k = 3, experts = 8>
+  return
+}
+
+// -----
+
+tile.weight @gate : tensor<8x64xf32> = "g"
+func.func @f(%x: tensor<4x64xbf16>) {
+  // expected-error @+1 {{'tile.router' op n_group (3) must divide the 8 experts}}
+  %r = tile.router %x, @gate top_k(2) groups(3, 1) : tensor<4x64xbf16> -> !tile.routing<tokens = 4, top_k = 2, experts = 8>
+  return
+}
+
+// -----
+
+tile.weight @gate : tensor<8x64xf32> = "g"
+func.func @f(%x: tensor<4x64xbf16>) {
+  // expected-error @+1 {{'tile.router' op topk_group (3) must be in [1, n_group = 2]}}
+  %r = tile.router %x, @gate top_k(2) groups(2, 3) : tensor<4x64xbf16> -> !tile.routing<tokens = 4, top_k = 2, experts = 8>
+  return
+}
+
+// -----
+
+tile.weight @gate : tensor<8x64xf32> = "g"
+func.func @f(%x: tensor<4x64xbf16>) {
+  // expected-error @+1 {{'tile.router' op top_k (5) exceeds the 4 experts left in the kept groups}}
+  %r = tile.router %x, @gate top_k(5) groups(2, 1) : tensor<4x64xbf16> -> !tile.routing<tokens = 4, top_k = 5, experts = 8>
+  return
+}
+
+// -----
+
+tile.weight @gate : tensor<8x64xf32> = "g"
+func.func @f(%x: tensor<4x64xbf16>) {
+  // expected-error @+1 {{'tile.router' op scaling must be positive, got 0.000000e+00}}
+  %r = tile.router %x, @gate top_k(2) groups(1, 1) scaling(0.0) : tensor<4x64xbf16> -> !tile.routing<tokens = 4, top_k = 2, experts = 8>
+  return
+}
+
+// -----
+
+tile.weight @gate : tensor<16x64xf32> = "g"
+func.func @f(%x: tensor<4x64xbf16>) {
+  // expected-error @+1 {{'tile.router' op gate @gate has shape [16, 64], expected [8, 64]}}
+  %r = tile.router %x, @gate top_k(2) groups(1, 1) : tensor<4x64xbf16> -> !tile.routing<tokens = 4, top_k = 2, experts = 8>
+  return
+}
+
+// -----
+
+tile.weight @gate : tensor<8x64xf32> = "g"
+tile.weight @bias : tensor<4xf32> = "b"
+func.func @f(%x: tensor<4x64xbf16>) {
+  // expected-error @+1 {{'tile.router' op bias @bias has shape [4], expected [8]}}
+  %r = tile.router %x, @gate bias(@bias) top_k(2) groups(1, 1) : tensor<4x64xbf16> -> !tile.routing<tokens = 4, top_k = 2, experts = 8>
+  return
+}
+
+// -----
+
+tile.weight @gu : tensor<8x128x64xf4E2M1FN> quant <mxfp4 [32]> = "gu"
+tile.weight @dn : tensor<8x64x64xf4E2M1FN> quant <mxfp4 [32]> = "dn"
+func.func @f(%x: tensor<4x64xbf16>, %r: !tile.routing<tokens = 4, top_k = 2, experts = 8>) {
+  // expected-error @+1 {{'tile.moe' op result 'tensor<4x64xf32>' must have the input's type 'tensor<4x64xbf16>'}}
+  %y = tile.moe %x, %r experts(@gu, @dn) quant <mxfp4 [32]> : tensor<4x64xbf16>, !tile.routing<tokens = 4, top_k = 2, experts = 8> -> tensor<4x64xf32>
+  return
+}
+
+// -----
+
+tile.weight @gu : tensor<8x128x64xf4E2M1FN> quant <mxfp4 [32]> = "gu"
+tile.weight @dn : tensor<8x64x64xf4E2M1FN> quant <mxfp4 [32]> = "dn"
+func.func @f(%x: tensor<4x64xbf16>, %r: !tile.routing<tokens = 2, top_k = 2, experts = 8>) {
+  // expected-error @+1 {{'tile.moe' op routing '!tile.routing<tokens = 2, top_k = 2, experts = 8>' is for a different token count than input 'tensor<4x64xbf16>'}}
+  %y = tile.moe %x, %r experts(@gu, @dn) quant <mxfp4 [32]> : tensor<4x64xbf16>, !tile.routing<tokens = 2, top_k = 2, experts = 8> -> tensor<4x64xbf16>
+  return
+}
+
+// -----
+
+tile.weight @gu : tensor<8x128x32xf4E2M1FN> quant <mxfp4 [32]> = "gu"
+tile.weight @dn : tensor<8x64x64xf4E2M1FN> quant <mxfp4 [32]> = "dn"
+func.func @f(%x: tensor<4x64xbf16>, %r: !tile.routing<tokens = 4, top_k = 2, experts = 8>) {
+  // expected-error @+1 {{'tile.moe' op gate_up @gu has shape [8, 128, 32], expected [8, 2 * intermediate, 64]}}
+  %y = tile.moe %x, %r experts(@gu, @dn) quant <mxfp4 [32]> : tensor<4x64xbf16>, !tile.routing<tokens = 4, top_k = 2, experts = 8> -> tensor<4x64xbf16>
+  return
+}
+
+// -----
+
+tile.weight @gu : tensor<8x128x64xf4E2M1FN> quant <mxfp4 [32]> = "gu"
+tile.weight @dn : tensor<8x64x32xf4E2M1FN> quant <mxfp4 [32]> = "dn"
+func.func @f(%x: tensor<4x64xbf16>, %r: !tile.routing<tokens = 4, top_k = 2, experts = 8>) {
+  // expected-error @+1 {{'tile.moe' op down @dn has shape [8, 64, 32], expected [8, 64, 64]}}
+  %y = tile.moe %x, %r experts(@gu, @dn) quant <mxfp4 [32]> : tensor<4x64xbf16>, !tile.routing<tokens = 4, top_k = 2, experts = 8> -> tensor<4x64xbf16>
+  return
+}
+
+// -----
+
+tile.weight @gu : tensor<8x128x64xf4E2M1FN> quant <mxfp4 [32]> = "gu"
+tile.weight @dn : tensor<8x64x64xbf16> = "dn"
+func.func @f(%x: tensor<4x64xbf16>, %r: !tile.routing<tokens = 4, top_k = 2, experts = 8>) {
+  // expected-error @+1 {{'tile.moe' op quant scheme #tile.quant<mxfp4 [32]> does not match weight @dn's (none)}}
+  %y = tile.moe %x, %r experts(@gu, @dn) quant <mxfp4 [32]> : tensor<4x64xbf16>, !tile.routing<tokens = 4, top_k = 2, experts = 8> -> tensor<4x64xbf16>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<2x4xi32>) {
+  // expected-error @+1 {{'tile.accept' op draft must have rank 1, got 'tensor<2x4xi32>'}}
+  %t, %n = tile.accept %d, %d : tensor<2x4xi32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<4x64xbf16>) {
+  // expected-error @+1 {{'tile.all_reduce' op ranks must be >= 1, got 0}}
+  %y = tile.all_reduce sum %x ranks(0) : tensor<4x64xbf16>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<4x64xbf16>) {
+  // expected-error @+1 {{'tile.all_gather' op ranks must be >= 1, got -2}}
+  %y = tile.all_gather %x axis(1) ranks(-2) : tensor<4x64xbf16> -> tensor<4x128xbf16>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<4x64xbf16>) {
+  // expected-error @+1 {{'tile.all_gather' op axis 2 is out of range for 'tensor<4x64xbf16>'}}
+  %y = tile.all_gather %x axis(2) ranks(2) : tensor<4x64xbf16> -> tensor<4x128xbf16>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<4x64xbf16>) {
+  // expected-error @+1 {{'tile.all_gather' op result 'tensor<4x64xbf16>' must be [4, 128] of 'bf16'}}
+  %y = tile.all_gather %x axis(1) ranks(2) : tensor<4x64xbf16> -> tensor<4x64xbf16>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<4x64xbf16>) {
+  // expected-error @+1 {{'tile.all_to_all' op ranks must be >= 1, got 0}}
+  %y = tile.all_to_all %x split(0) concat(1) ranks(0) : tensor<4x64xbf16> -> tensor<4x64xbf16>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<4x64xbf16>) {
+  // expected-error @+1 {{'tile.all_to_all' op split/concat axes (0, 3) are out of range for 'tensor<4x64xbf16>'}}
+  %y = tile.all_to_all %x split(0) concat(3) ranks(2) : tensor<4x64xbf16> -> tensor<4x64xbf16>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<3x64xbf16>) {
+  // expected-error @+1 {{'tile.all_to_all' op split dim 0 (3) is not divisible by 2 ranks}}
+  %y = tile.all_to_all %x split(0) concat(1) ranks(2) : tensor<3x64xbf16> -> tensor<3x64xbf16>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<4x64xbf16>) {
+  // expected-error @+1 {{'tile.all_to_all' op result 'tensor<4x64xbf16>' must be [2, 128] of 'bf16'}}
+  %y = tile.all_to_all %x split(0) concat(1) ranks(2) : tensor<4x64xbf16> -> tensor<4x64xbf16>
+  return
+}
