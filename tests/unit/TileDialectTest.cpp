@@ -89,7 +89,8 @@ TEST_F(TileDialectTest, RoutingTypeRejectsTopKAboveExperts) {
     return success();
   });
   auto type = RoutingType::getChecked(
-      [&] { return emitError(UnknownLoc::get(&context)); }, &context, 4, 9, 8);
+      [&] { return emitError(UnknownLoc::get(&context)); }, &context,
+      int64_t(4), int64_t(9), int64_t(8));
   EXPECT_FALSE(type);
   EXPECT_EQ(message, "!tile.routing needs 0 < top_k <= experts, got top_k = 9 "
                      "with 8 experts");
