@@ -324,6 +324,15 @@ LogicalResult ArgmaxOp::verify() {
   return success();
 }
 
+LogicalResult LogitCapOp::verify() {
+  if (getMultiplier().convertToDouble() == 0)
+    return emitOpError() << "multiplier must be non-zero";
+  if (!(getSoftcap().convertToDouble() >= 0))
+    return emitOpError() << "softcap must be >= 0 (0 = none), got "
+                         << getSoftcap().convertToDouble();
+  return success();
+}
+
 //===----------------------------------------------------------------------===//
 // Attention and KV caches
 //===----------------------------------------------------------------------===//

@@ -178,6 +178,22 @@ def Tile_ArgmaxOp : Tile_Op<"argmax", [Pure]> {
   let hasVerifier = 1;
 }
 
+def Tile_LogitCapOp : Tile_Op<"logit_cap", [Pure, AllTypesMatch<["input", "result"]>]> {
+  let summary = "scale logits, then soft-cap them: tanh(x * m / c) * c";
+  let description = [{
+    DFlash drafters may multiply their logits (`output_multiplier`) and soft-cap
+    them (`final_logit_softcapping`); `softcap(0)` means no cap.
+  }];
+  let arguments = (ins Tile_Activation:$input, F64Attr:$multiplier,
+                       DefaultValuedAttr<F64Attr, "0.0">:$softcap);
+  let results = (outs Tile_Activation:$result);
+  let assemblyFormat = [{
+    $input `multiplier` `(` $multiplier `)` (`softcap` `(` $softcap^ `)`)? attr-dict
+    `:` type($input)
+  }];
+  let hasVerifier = 1;
+}
+
 //===----------------------------------------------------------------------===//
 // Attention and KV caches
 //===----------------------------------------------------------------------===//

@@ -14,7 +14,7 @@ config.test_exec_root = config.tilec_lit_obj_root
 config.substitutions.append(("%PATH%", config.environment["PATH"]))
 config.substitutions.append(("%tilec_src", config.tilec_source_dir))
 
-llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
-llvm_config.with_environment("PATH", config.tilec_tools_dir, append_path=False)
-llvm_config.add_tool_substitutions(["tile-opt"], [config.tilec_tools_dir])
+llvm_config.with_environment("PATH", config.tilec_tools_dir, append_path=True)
+llvm_config.use_default_substitutions()
+llvm_config.add_tool_substitutions(["tile-opt", "tilec"], [config.tilec_tools_dir])

@@ -264,3 +264,19 @@ func.func @f(%x: tensor<4x512xf32>) {
   %0 = tile.argmax %x : tensor<4x512xf32> -> tensor<512xi32>
   return
 }
+
+// -----
+
+func.func @f(%x: tensor<4x512xf32>) {
+  // expected-error @+1 {{'tile.logit_cap' op multiplier must be non-zero}}
+  %0 = tile.logit_cap %x multiplier(0.0) : tensor<4x512xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<4x512xf32>) {
+  // expected-error @+1 {{'tile.logit_cap' op softcap must be >= 0 (0 = none), got -1.000000e+00}}
+  %0 = tile.logit_cap %x multiplier(1.0) softcap(-1.0) : tensor<4x512xf32>
+  return
+}

@@ -84,6 +84,10 @@ func.func @layer(%ids: tensor<4xi32>, %pos: tensor<4xi32>, %count: i32)
   // CHECK: tile.all_to_all %{{.*}} split(0) concat(1) ranks(2) : tensor<4x128xbf16> -> tensor<2x256xbf16>
   %aa = tile.all_to_all %ag split(0) concat(1) ranks(2) : tensor<4x128xbf16> -> tensor<2x256xbf16>
   %logits = tile.linear %ar, @lm_head : tensor<4x64xbf16> -> tensor<4x512xf32>
+  // CHECK: tile.logit_cap %{{.*}} multiplier(2.000000e+00) softcap(3.000000e+01) : tensor<4x512xf32>
+  %capped = tile.logit_cap %logits multiplier(2.0) softcap(30.0) : tensor<4x512xf32>
+  // CHECK: tile.logit_cap %{{.*}} multiplier(5.000000e-01) : tensor<4x512xf32>
+  %scaled = tile.logit_cap %logits multiplier(0.5) : tensor<4x512xf32>
   // CHECK: tile.argmax %{{.*}} : tensor<4x512xf32> -> tensor<4xi32>
   %p = tile.argmax %logits : tensor<4x512xf32> -> tensor<4xi32>
   // CHECK: %{{.*}}, %[[N:.*]] = tile.accept %{{.*}}, %{{.*}} : tensor<4xi32>

@@ -1,0 +1,52 @@
+//===- GraphBuilder.h - Model configs to tile graph IR -----------*- C++
+//-*-===//
+//
+// Turns a tilec::Model (target + optional DFlash drafter) into a module of tile
+// graph IR: weight and KV-cache declarations plus one function per phase of a
+// decoding step.
+//
+//  * @target(tokens, positions) -> (logits, taps): the target over a block of
+//    T tokens at the given positions, appending their keys/values to the target
+//    KV caches (@kv.layerN); `taps` concatenates the hidden states after the
+//    drafter's target_layer_ids (absent without a drafter).
+//  * @drafter_context(taps, positions): fc + hidden_norm of the taps, projected
+//    into every drafter layer's context cache (@ctx.layerN) as keys/values.
+//  * @draft(tokens, positions) -> logits: the drafter over the block
+//    [t_s, MASK x (B-1)], attending to its context caches and to the block
+//    itself, through the target's embedding and lm_head.
+//
+// Weight symbols are named after their checkpoint tensors; `source` is the
+// tensor name in the target checkpoint, or `drafter/<name>` in the drafter's.
+//
+//===----------------------------------------------------------------------===//
+#pragma once
+
+#include "models/core/Config.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
+
+#include <string>
+
+namespace tilec {
+
+struct GraphOptions {
+  /// Tokens per target step (the verify block); 0 = the drafter's block size,
+  /// or 1 for a model without a drafter.
+  int64_t tokens = 0;
+  /// Positions a full-attention KV cache holds.
+  int64_t maxContext = 4096;
+  /// Build the drafter's functions (when the model has a drafter).
+  bool withDrafter = true;
+};
+
+/// The prefix of drafter tensors in a weight's `source`.
+inline constexpr const char *kDrafterSourcePrefix = "drafter/";
+
+/// Builds the graph module; on bad options returns null and sets `error`.
+mlir::OwningOpRef<mlir::ModuleOp> buildGraph(mlir::MLIRContext &context,
+                                             const Model &model,
+                                             const GraphOptions &options,
+                                             std::string &error);
+
+} // namespace tilec

@@ -1,0 +1,152 @@
+//===- Reference.h - The CPU reference model ---------------------*- C++
+//-*-===//
+//
+// Plain C++ that runs a MiMo-V2 target in fp32 on dequantized weights, with KV
+// caches: the oracle every later stage (host executor, GPU megakernel) is
+// compared with. It is written for clarity, not speed: one function per op of
+// the tile dialect, each with the semantics the dialect documents.
+//
+//===----------------------------------------------------------------------===//
+#pragma once
+
+#include "models/core/Config.h"
+#include "models/core/WeightSource.h"
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace tilec {
+namespace ref {
+
+/// A row-major f32 tensor: the reference's only data type.
+struct Tensor {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+
+  Tensor() = default;
+  Tensor(std::vector<int64_t> shape);
+  Tensor(std::vector<int64_t> shape, std::vector<float> data);
+  int64_t numel() const;
+  int64_t dim(int i) const { return shape[size_t(i)]; }
+  float *row(int64_t r) { return data.data() + r * shape.back(); }
+  const float *row(int64_t r) const { return data.data() + r * shape.back(); }
+};
+
+//===--- Ops (the tile dialect's graph ops, in fp32)
+//------------------------===//
+
+/// x [T, D] (or [T, heads, D]) * rsqrt(mean(x^2) + eps) * w[D].
+Tensor rmsNorm(const Tensor &x, const std::vector<float> &w, double eps);
+/// x [T, K] times w [N, K] transposed: [T, N].
+Tensor linear(const Tensor &x, const std::vector<float> &w, int64_t n);
+/// Partial rotate_half RoPE of x [T, heads, D] on its first rotaryDim dims.
+Tensor rope(const Tensor &x, const std::vector<int64_t> &positions,
+            int64_t rotaryDim, double theta);
+/// silu(gate) * up.
+Tensor siluMul(const Tensor &gate, const Tensor &up);
+Tensor add(const Tensor &a, const Tensor &b);
+
+/// Keys and values of one layer, for positions [0, length).
+struct KVCache {
+  int64_t kvHeads = 0, qkDim = 0, vDim = 0;
+  std::vector<float> keys, values; // [length, kvHeads, dim]
+  int64_t length() const;
+  /// Stores k [T, kvHeads, qkDim] / v [T, kvHeads, vDim] at positions
+  /// length() .. length() + T - 1.
+  void append(const Tensor &k, const Tensor &v);
+  void truncate(int64_t length);
+};
+
+struct AttentionParams {
+  double scale = 1.0, valueScale = 1.0;
+  int64_t window = 0;                        // 0: full attention
+  const std::vector<float> *sinks = nullptr; // one logit per query head
+};
+
+/// q [T, heads, qkDim] at `positions` over the cache entries at positions
+/// <= p (and > p - window): softmax(q.k * scale [, sink]) . (v * valueScale).
+/// Returns [T, heads, vDim].
+Tensor attention(const Tensor &q, const std::vector<int64_t> &positions,
+                 const KVCache &cache, const AttentionParams &params);
+
+struct Routing {
+  int64_t topK = 0;
+  std::vector<int32_t> experts; // [T, topK]
+  std::vector<float> weights;   // [T, topK]
+};
+struct RouterParams {
+  int64_t numExperts = 0, topK = 0, nGroup = 1, topkGroup = 1;
+  bool renorm = true;
+  double scaling = 1.0;
+};
+/// Sigmoid router with correction bias (choice only), group-limited top-k.
+Routing router(const Tensor &x, const std::vector<float> &gate,
+               const std::vector<float> &bias, const RouterParams &params);
+
+/// The experts a MoE layer can read: gate_up [E, 2I, H], down [E, H, I].
+class ExpertWeights {
+public:
+  virtual ~ExpertWeights() = default;
+  /// Expert e's gate_up [2I, H] and down [H, I].
+  virtual const std::vector<float> &gateUp(int64_t e) = 0;
+  virtual const std::vector<float> &down(int64_t e) = 0;
+};
+/// sum over the token's top-k of weight * down(silu(gate x) * up x).
+Tensor moe(const Tensor &x, const Routing &routing, ExpertWeights &experts,
+           int64_t intermediate);
+
+/// Index of the largest element of each row (the first on ties).
+std::vector<int32_t> argmax(const Tensor &logits);
+
+} // namespace ref
+
+/// The target model on the CPU.
+class ReferenceModel {
+public:
+  struct Options {
+    /// Keep every expert after its first use (false for full-size layers,
+    /// whose experts do not fit in memory as f32).
+    bool cacheExperts = true;
+  };
+  ReferenceModel(const TargetConfig &config, WeightSource &weights);
+  ReferenceModel(const TargetConfig &config, WeightSource &weights,
+                 Options options);
+  ~ReferenceModel();
+
+  struct Output {
+    ref::Tensor logits;              // [T, vocab]
+    std::vector<ref::Tensor> hidden; // after each layer, [T, hidden] (if asked)
+  };
+  /// Runs `tokens` at positions length() .. length() + T - 1 and appends their
+  /// keys and values to the caches.
+  Output forward(const std::vector<int32_t> &tokens, bool keepHidden = false);
+  /// Runs only layers [first, last) on hidden states (full-size layer tests).
+  ref::Tensor forwardLayers(ref::Tensor x, int64_t first, int64_t last);
+
+  int64_t length() const;
+  /// Drops cached positions >= length (rejected draft tokens).
+  void truncate(int64_t length);
+  /// Prefill with `prompt`, then `count` greedy tokens.
+  std::vector<int32_t> generateGreedy(const std::vector<int32_t> &prompt,
+                                      int64_t count);
+
+  const TargetConfig &config() const { return config_; }
+
+private:
+  const std::vector<float> &weight(const std::string &name,
+                                   const std::vector<int64_t> &shape);
+  ref::Tensor layer(int64_t i, const ref::Tensor &x,
+                    const std::vector<int64_t> &positions);
+
+  class LayerExperts;
+  TargetConfig config_;
+  WeightSource &weights_;
+  Options options_;
+  std::map<std::string, std::vector<float>> cache_;
+  std::vector<ref::KVCache> kv_;
+  std::vector<std::unique_ptr<LayerExperts>> experts_;
+};
+
+} // namespace tilec

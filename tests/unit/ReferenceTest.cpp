@@ -1,0 +1,194 @@
+//===- ReferenceTest.cpp - The CPU reference model, op by op --------------===//
+//
+// Each op against a case small enough to compute by hand, then the whole
+// model's self-consistency (cached decoding equals recomputing the prefix).
+//
+//===----------------------------------------------------------------------===//
+#include "models/core/Reference.h"
+#include "models/core/Synthetic.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+using namespace tilec;
+using ref::Tensor;
+
+namespace {
+
+TEST(ReferenceOps, RmsNorm) {
+  Tensor x({1, 2}, {3, 4});
+  Tensor y = ref::rmsNorm(x, {1, 2}, 0.0);
+  float rms = std::sqrt(12.5f);
+  EXPECT_FLOAT_EQ(y.data[0], 3 / rms);
+  EXPECT_FLOAT_EQ(y.data[1], 2 * 4 / rms);
+  // Per-head: a [1, 2, 2] input normalizes each head on its own.
+  Tensor heads({1, 2, 2}, {3, 4, 6, 8});
+  Tensor z = ref::rmsNorm(heads, {1, 1}, 0.0);
+  EXPECT_FLOAT_EQ(z.data[0], z.data[2]);
+  EXPECT_FLOAT_EQ(z.data[1], z.data[3]);
+}
+
+TEST(ReferenceOps, Linear) {
+  Tensor x({2, 2}, {1, 2, 3, 4});
+  Tensor y = ref::linear(x, {1, 0, 0, 1, 1, 1}, 3); // W rows: e0, e1, e0+e1
+  EXPECT_EQ(y.data, (std::vector<float>{1, 2, 3, 3, 4, 7}));
+}
+
+TEST(ReferenceOps, PartialRopeRotatesFirstDimsOnly) {
+  // rotary_dim 2 of a 4-dim head: inv_freq = [1]; dims 2, 3 pass through.
+  Tensor x({1, 1, 4}, {1, 0, 5, 6});
+  Tensor y = ref::rope(x, {1}, 2, 10000.0);
+  EXPECT_FLOAT_EQ(y.data[0], std::cos(1.0f));
+  EXPECT_FLOAT_EQ(y.data[1], std::sin(1.0f));
+  EXPECT_EQ(y.data[2], 5);
+  EXPECT_EQ(y.data[3], 6);
+  // rotary_dim 4: inv_freq = [1, 10000^-0.5]; x1 = [1, 0], x2 = [0, 0].
+  Tensor z = ref::rope(Tensor({1, 1, 4}, {1, 0, 0, 0}), {1}, 4, 10000.0);
+  EXPECT_FLOAT_EQ(z.data[0], std::cos(1.0f));
+  EXPECT_FLOAT_EQ(z.data[2], std::sin(1.0f));
+  EXPECT_FLOAT_EQ(z.data[1], 0);
+  // Position 0 is the identity.
+  EXPECT_EQ(ref::rope(x, {0}, 2, 10000.0).data, x.data);
+}
+
+ref::KVCache twoKeys() {
+  ref::KVCache cache;
+  cache.kvHeads = 1;
+  cache.qkDim = 2;
+  cache.vDim = 2;
+  cache.append(Tensor({2, 1, 2}, {1, 0, 0, 1}),
+               Tensor({2, 1, 2}, {1, 0, 0, 1}));
+  return cache;
+}
+
+TEST(ReferenceOps, AttentionSoftmax) {
+  ref::KVCache cache = twoKeys();
+  Tensor q({1, 1, 2}, {1, 0});
+  Tensor o = ref::attention(q, {1}, cache, {});
+  float e = std::exp(1.0f);
+  EXPECT_FLOAT_EQ(o.data[0], e / (e + 1));
+  EXPECT_FLOAT_EQ(o.data[1], 1 / (e + 1));
+}
+
+TEST(ReferenceOps, AttentionCausalWindowSinkValueScaleGqa) {
+  ref::KVCache cache = twoKeys();
+  float e = std::exp(1.0f);
+  // Causal: a query at position 0 sees only key 0.
+  Tensor q({1, 1, 2}, {1, 0});
+  EXPECT_EQ(ref::attention(q, {0}, cache, {}).data, (std::vector<float>{1, 0}));
+  // Window 1: a query at position 1 sees only key 1.
+  ref::AttentionParams window;
+  window.window = 1;
+  EXPECT_EQ(ref::attention(q, {1}, cache, window).data,
+            (std::vector<float>{0, 1}));
+  // A sink logit of 0 joins the softmax and is dropped; values scaled by 0.5.
+  std::vector<float> sinks{0.0f};
+  ref::AttentionParams sink;
+  sink.sinks = &sinks;
+  sink.valueScale = 0.5;
+  Tensor o = ref::attention(q, {1}, cache, sink);
+  EXPECT_FLOAT_EQ(o.data[0], 0.5f * e / (e + 2));
+  EXPECT_FLOAT_EQ(o.data[1], 0.5f * 1 / (e + 2));
+  // GQA: two query heads share the one KV head.
+  Tensor q2({1, 2, 2}, {1, 0, 0, 1});
+  Tensor g = ref::attention(q2, {1}, cache, {});
+  EXPECT_FLOAT_EQ(g.data[0], e / (e + 1));
+  EXPECT_FLOAT_EQ(g.data[2], 1 / (e + 1));
+  EXPECT_FLOAT_EQ(g.data[3], e / (e + 1));
+}
+
+TEST(ReferenceOps, RouterBiasChoosesButDoesNotWeigh) {
+  // Logits of the 4 experts are the input values (identity gate).
+  Tensor x({1, 4}, {2, 1, 0, -1});
+  std::vector<float> gate{1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1};
+  auto sig = [](float v) { return 1 / (1 + std::exp(-v)); };
+  ref::RouterParams p{4, 2, 1, 1, /*renorm=*/false, /*scaling=*/1.0};
+  ref::Routing r = ref::router(x, gate, {0, 0, 0, 0}, p);
+  EXPECT_EQ(r.experts, (std::vector<int32_t>{0, 1}));
+  EXPECT_FLOAT_EQ(r.weights[0], sig(2));
+  // A bias lifts expert 3 into the top 2; its weight stays sigmoid(-1).
+  r = ref::router(x, gate, {0, 0, 0, 1}, p);
+  EXPECT_EQ(r.experts, (std::vector<int32_t>{3, 0}));
+  EXPECT_FLOAT_EQ(r.weights[0], sig(-1));
+  // Renormalised and scaled.
+  p.renorm = true;
+  p.scaling = 2.5;
+  r = ref::router(x, gate, {0, 0, 0, 0}, p);
+  EXPECT_FLOAT_EQ(r.weights[0], 2.5f * sig(2) / (sig(2) + sig(1) + 1e-20f));
+  // Groups {0,1} and {2,3}: group scores 2 best sums; keep 1 group of 2.
+  p = {4, 2, 2, 1, false, 1.0};
+  r = ref::router(x, gate, {0, 0, 5, 0}, p); // group 2 wins through the bias
+  EXPECT_EQ(r.experts, (std::vector<int32_t>{2, 3}));
+}
+
+class TwoExperts : public ref::ExpertWeights {
+public:
+  // H = 2, I = 1: gate picks x0, up picks x1; down writes to dim e.
+  const std::vector<float> &gateUp(int64_t) override { return gu; }
+  const std::vector<float> &down(int64_t e) override { return e ? d1 : d0; }
+  std::vector<float> gu{1, 0, 0, 1}, d0{1, 0}, d1{0, 1};
+};
+
+TEST(ReferenceOps, MoeWeightsAndSumsExperts) {
+  TwoExperts experts;
+  Tensor x({1, 2}, {1, 3});
+  ref::Routing routing{2, {0, 1}, {0.25f, 0.5f}};
+  Tensor y = ref::moe(x, routing, experts, 1);
+  float a = 1 / (1 + std::exp(-1.0f)) * 3; // silu(1) * 3
+  EXPECT_FLOAT_EQ(y.data[0], 0.25f * a);
+  EXPECT_FLOAT_EQ(y.data[1], 0.5f * a);
+}
+
+TEST(ReferenceOps, ArgmaxTakesFirstOnTies) {
+  EXPECT_EQ(ref::argmax(Tensor({2, 3}, {1, 5, 5, 9, 0, 9})),
+            (std::vector<int32_t>{1, 0}));
+}
+
+/// Cached decoding must equal recomputing the whole sequence, for every preset
+/// that runs on a CPU (full and sliding layers, past the window).
+TEST(ReferenceModel, CachedDecodingEqualsRecompute) {
+  for (const char *name : {"tiny", "tiny-groups", "tiny-window"}) {
+    SCOPED_TRACE(name);
+    Model model = loadModel(name);
+    SyntheticWeights weights(model, 7);
+    std::vector<int32_t> tokens;
+    for (int i = 0; i < 14; ++i)
+      tokens.push_back((i * 37 + 11) % int32_t(model.target.vocabSize));
+
+    ReferenceModel whole(model.target, weights);
+    ref::Tensor all = whole.forward(tokens).logits;
+
+    ReferenceModel stepwise(model.target, weights);
+    stepwise.forward(std::vector<int32_t>(tokens.begin(), tokens.begin() + 5));
+    for (size_t i = 5; i < tokens.size(); ++i) {
+      ref::Tensor one = stepwise.forward({tokens[i]}).logits;
+      int64_t v = model.target.vocabSize;
+      for (int64_t j = 0; j < v; ++j)
+        ASSERT_NEAR(one.data[size_t(j)], all.data[size_t(int64_t(i) * v + j)],
+                    1e-4)
+            << "token " << i << " logit " << j;
+    }
+    // Truncating drops positions: re-running the last token reproduces it.
+    stepwise.truncate(int64_t(tokens.size()) - 1);
+    ref::Tensor again = stepwise.forward({tokens.back()}).logits;
+    EXPECT_EQ(again.data,
+              std::vector<float>(all.data.end() - model.target.vocabSize,
+                                 all.data.end()));
+  }
+}
+
+TEST(ReferenceModel, BadTokenIsNamed) {
+  Model model = loadModel("tiny");
+  SyntheticWeights weights(model, 1);
+  ReferenceModel m(model.target, weights);
+  try {
+    m.forward({int32_t(model.target.vocabSize)});
+    FAIL() << "expected an error";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find("outside the vocabulary"),
+              std::string::npos);
+  }
+}
+
+} // namespace
