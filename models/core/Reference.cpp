@@ -7,6 +7,7 @@
 #include "models/core/Reference.h"
 
 #include "models/core/Error.h"
+#include "models/core/Formats.h"
 
 #include <algorithm>
 #include <cmath>
@@ -226,8 +227,13 @@ Routing router(const Tensor &x, const std::vector<float> &gate,
   return r;
 }
 
+void roundToBf16(Tensor &x) {
+  for (float &v : x.data)
+    v = bf16ToF32(f32ToBf16(v));
+}
+
 Tensor moe(const Tensor &x, const Routing &routing, ExpertWeights &experts,
-           int64_t intermediate) {
+           int64_t intermediate, bool roundActivation) {
   int64_t t = x.dim(0), h = x.dim(1), i2 = 2 * intermediate;
   Tensor y({t, h});
   for (int64_t i = 0; i < t; ++i) {
@@ -242,7 +248,10 @@ Tensor moe(const Tensor &x, const Routing &routing, ExpertWeights &experts,
       Tensor up(
           {1, intermediate},
           std::vector<float>(gu.data.begin() + intermediate, gu.data.end()));
-      Tensor down = linear(siluMul(gate, up), experts.down(e), h);
+      Tensor act = siluMul(gate, up);
+      if (roundActivation)
+        roundToBf16(act);
+      Tensor down = linear(act, experts.down(e), h);
       for (int64_t c = 0; c < h; ++c)
         y.row(i)[c] += w * down.data[size_t(c)];
     }
@@ -369,6 +378,12 @@ Tensor ReferenceModel::layer(int64_t i, const Tensor &x,
     q = ref::rope(q, positions, s.rotaryDim, s.ropeTheta);
     k = ref::rope(k, positions, s.rotaryDim, s.ropeTheta);
   }
+  bool round = options_.roundActivations;
+  if (round) {
+    ref::roundToBf16(q);
+    ref::roundToBf16(k);
+    ref::roundToBf16(v);
+  }
   kv_[size_t(i)].append(k, v);
   ref::AttentionParams params;
   params.scale = 1.0 / std::sqrt(double(s.headDim));
@@ -377,10 +392,14 @@ Tensor ReferenceModel::layer(int64_t i, const Tensor &x,
   if (s.hasSinks)
     params.sinks = &weight(a + "attention_sink_bias", {s.numHeads});
   Tensor attn = ref::attention(q, positions, kv_[size_t(i)], params);
+  if (round)
+    ref::roundToBf16(attn);
   attn.shape = {t, s.numHeads * s.vHeadDim};
   Tensor o = ref::linear(
       attn, weight(a + "o_proj.weight", {h, s.numHeads * s.vHeadDim}), h);
   Tensor x1 = ref::add(x, o);
+  if (round)
+    ref::roundToBf16(x1);
 
   Tensor n2 = ref::rmsNorm(
       x1, weight(p + "post_attention_layernorm.weight", {h}), c.rmsNormEps);
@@ -391,17 +410,23 @@ Tensor ReferenceModel::layer(int64_t i, const Tensor &x,
     Tensor g =
         ref::linear(n2, weight(m + "gate_proj.weight", {inter, h}), inter);
     Tensor u = ref::linear(n2, weight(m + "up_proj.weight", {inter, h}), inter);
-    y = ref::linear(ref::siluMul(g, u),
-                    weight(m + "down_proj.weight", {h, inter}), h);
+    Tensor act = ref::siluMul(g, u);
+    if (round)
+      ref::roundToBf16(act);
+    y = ref::linear(act, weight(m + "down_proj.weight", {h, inter}), h);
   } else {
     ref::RouterParams rp{c.numExperts, c.topK,         c.nGroup,
                          c.topkGroup,  c.normTopkProb, c.routedScalingFactor};
     ref::Routing routing = ref::router(
         n2, weight(m + "gate.weight", {c.numExperts, h}),
         weight(m + "gate.e_score_correction_bias", {c.numExperts}), rp);
-    y = ref::moe(n2, routing, *experts_[size_t(i)], c.moeIntermediateSize);
+    y = ref::moe(n2, routing, *experts_[size_t(i)], c.moeIntermediateSize,
+                 round);
   }
-  return ref::add(x1, y);
+  Tensor out = ref::add(x1, y);
+  if (round)
+    ref::roundToBf16(out);
+  return out;
 }
 
 Tensor ReferenceModel::forwardLayers(Tensor x, int64_t first, int64_t last) {
@@ -428,6 +453,9 @@ ReferenceModel::forward(const std::vector<int32_t> &tokens, bool keepHidden) {
            c.vocabSize);
     std::copy_n(embed.data() + int64_t(id) * h, h, x.row(i));
   }
+  // The embedding output is stored bf16: a no-op for a bf16 table (scale 1).
+  if (options_.roundActivations)
+    ref::roundToBf16(x);
   std::vector<int64_t> positions(static_cast<size_t>(t));
   std::iota(positions.begin(), positions.end(), length());
   Output out;

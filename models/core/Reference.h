@@ -93,9 +93,14 @@ public:
   virtual const std::vector<float> &gateUp(int64_t e) = 0;
   virtual const std::vector<float> &down(int64_t e) = 0;
 };
-/// sum over the token's top-k of weight * down(silu(gate x) * up x).
+/// sum over the token's top-k of weight * down(silu(gate x) * up x). With
+/// `roundActivation`, silu(gate x) * up x is rounded to bf16 before down (the
+/// MoE activation the megakernel stores, docs/engine.md "Numerics").
 Tensor moe(const Tensor &x, const Routing &routing, ExpertWeights &experts,
-           int64_t intermediate);
+           int64_t intermediate, bool roundActivation = false);
+
+/// Rounds every element to bf16 (nearest even) and back to f32.
+void roundToBf16(Tensor &x);
 
 /// Index of the largest element of each row (the first on ties).
 std::vector<int32_t> argmax(const Tensor &logits);
@@ -109,6 +114,12 @@ public:
     /// Keep every expert after its first use (false for full-size layers,
     /// whose experts do not fit in memory as f32).
     bool cacheExperts = true;
+    /// Round activations to bf16 exactly where the engine stores them
+    /// (docs/engine.md "Numerics"): the embedding output, the residual stream
+    /// after every residual add, q and k after RoPE, v, the attention output
+    /// and the dense and MoE activations silu(g) * u. Router logits, MoE
+    /// partial sums and logits stay f32. Off: everything f32.
+    bool roundActivations = false;
   };
   ReferenceModel(const TargetConfig &config, WeightSource &weights);
   ReferenceModel(const TargetConfig &config, WeightSource &weights,

@@ -200,6 +200,20 @@ Encoded encode(const WeightSpec &spec, uint64_t seed, int64_t begin,
   return e;
 }
 
+} // namespace
+
+SyntheticStored synthesizeStored(const WeightSpec &spec, uint64_t seed,
+                                 int64_t matrix) {
+  MatrixShape m = matrixShape(spec);
+  if (matrix < 0 || matrix >= m.matrices)
+    fail("{}: matrix {} out of range (the tensor has {})", spec.name, matrix,
+         m.matrices);
+  Encoded e = encode(spec, seed, matrix * m.rows * m.cols, 1, m.rows, m.cols);
+  return {std::move(e.data), std::move(e.scales)};
+}
+
+namespace {
+
 /// Adds an encoded tensor of logical shape `shape` (leading dims = matrices).
 void add(SafetensorsWriter &writer, const std::string &name, Encoded e,
          std::vector<int64_t> shape) {

@@ -73,6 +73,17 @@ void synthesizeRaw(const WeightSpec &spec, uint64_t seed, int64_t begin,
 std::vector<float> synthesizeMatrix(const WeightSpec &spec, uint64_t seed,
                                     int64_t matrix);
 
+/// One matrix of a tensor exactly as writeSyntheticCheckpoint stores it, in
+/// the tensor's format: `data` holds bf16 (f32 for the router bias), E4M3
+/// bytes or packed E2M1 pairs (low nibble = even element); `scales` holds FP8
+/// f32 scales [ceil(rows/128), ceil(cols/128)] or MXFP4 E8M0 codes [rows,
+/// cols/32], and is empty for bf16/f32. `matrix` is as for synthesizeMatrix.
+struct SyntheticStored {
+  std::vector<uint8_t> data, scales;
+};
+SyntheticStored synthesizeStored(const WeightSpec &spec, uint64_t seed,
+                                 int64_t matrix);
+
 /// A WeightSource generating a model's tensors on demand.
 class SyntheticWeights : public WeightSource {
 public:

@@ -6,6 +6,11 @@
 //   tile-run synth MODEL -o DIR              write a synthetic checkpoint
 //   tile-run reference MODEL --prompt-ids .. greedy tokens from the CPU
 //   reference
+//   tile-run run ENGINE_DIR --prompt-ids ..  greedy tokens from a compiled
+//                                            engine (--executor gpu: the
+//                                            megakernel on a GPU; host: the
+//                                            host executor on the CPU; auto:
+//                                            the GPU when there is one)
 //
 //===----------------------------------------------------------------------===//
 #include "models/core/CheckpointWeights.h"
@@ -13,16 +18,27 @@
 #include "models/core/Error.h"
 #include "models/core/Reference.h"
 #include "models/core/Synthetic.h"
+#include "runtime/cuda/GpuEngine.h"
+#include "runtime/cuda/SelectExecutor.h"
+#include "runtime/engine/Executor.h"
+#include "runtime/engine/Manifest.h"
+#include "runtime/engine/ReferenceCheck.h"
+#include "runtime/engine/WeightPacker.h"
+#include "runtime/host/HostExecutor.h"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
+#include <sstream>
 
 using namespace tilec;
 
@@ -37,8 +53,7 @@ std::unique_ptr<WeightSource> openWeights(const Model &model, bool synthetic,
   return std::make_unique<CheckpointWeights>(model.dir, model.drafterDir);
 }
 
-std::vector<int32_t> parseIds(const std::string &text,
-                              const TargetConfig &cfg) {
+std::vector<int32_t> parseIds(const std::string &text, int64_t vocabSize) {
   std::vector<int32_t> ids;
   size_t pos = 0;
   while (pos < text.size()) {
@@ -50,9 +65,9 @@ std::vector<int32_t> parseIds(const std::string &text,
     if (item.empty() || *rest != '\0')
       fail("--prompt-ids: '{}' is not an integer (expected ids like 1,2,3)",
            item);
-    if (value < 0 || value >= cfg.vocabSize)
+    if (value < 0 || value >= vocabSize)
       fail("--prompt-ids: token id {} is outside the vocabulary [0, {})", value,
-           cfg.vocabSize);
+           vocabSize);
     ids.push_back(int32_t(value));
     if (end == std::string::npos)
       break;
@@ -67,7 +82,7 @@ int runReference(const std::string &name, const std::string &prompt,
                  int64_t count, bool synthetic, uint64_t seed, bool json) {
   Model model = loadModel(name);
   std::unique_ptr<WeightSource> weights = openWeights(model, synthetic, seed);
-  std::vector<int32_t> ids = parseIds(prompt, model.target);
+  std::vector<int32_t> ids = parseIds(prompt, model.target.vocabSize);
   ReferenceModel reference(model.target, *weights);
   auto start = std::chrono::steady_clock::now();
   std::vector<int32_t> tokens = reference.generateGreedy(ids, count);
@@ -89,6 +104,167 @@ int runReference(const std::string &name, const std::string &prompt,
       "model ({} weights)\n",
       tokens.size(), seconds,
       synthetic || model.dir.empty() ? "synthetic" : "checkpoint");
+  return 0;
+}
+
+struct RunOptions {
+  std::string engineDir, executor = "auto", prompt = "1,2,3,4", weightsDir;
+  int64_t count = 16;
+  std::optional<uint64_t> seed;
+  uint64_t interleavingsSeed = 0;
+  int threads = 1;
+  bool noEventChecks = false, json = false, check = false;
+  // GPU executor.
+  int device = 0;
+  uint64_t watchdogMs = 10000;
+  bool noCache = false;
+};
+
+/// `tile-run run`'s options as the runtime's executor choice
+/// (runtime/cuda/SelectExecutor.h picks and loads it).
+ExecutorChoice executorChoice(const RunOptions &o) {
+  ExecutorChoice choice;
+  choice.kind = parseExecutorKind(o.executor);
+  choice.host.interleavingSeed = o.interleavingsSeed;
+  choice.host.threads = o.threads;
+  choice.host.checkEvents = !o.noEventChecks;
+  choice.gpu.device = o.device;
+  choice.gpu.watchdogMs = o.watchdogMs;
+  choice.gpu.useCache = !o.noCache;
+  return choice;
+}
+
+/// The vocabulary of an engine: its embedding's V, else its model config's.
+int64_t engineVocab(const EngineManifest &m) {
+  for (const InstanceInfo &i : m.instances)
+    if (i.family == TILEC_TASK_EMBED && i.params.count("V"))
+      return i.params.at("V");
+  return engineModel(m).target.vocabSize;
+}
+
+int runEngine(const RunOptions &o) {
+  EngineManifest manifest = readEngine(o.engineDir);
+  WeightSourceSpec weights = chooseWeightSource(manifest, o.weightsDir, o.seed);
+  std::vector<int32_t> ids = parseIds(o.prompt, engineVocab(manifest));
+  auto loadStart = std::chrono::steady_clock::now();
+  SelectedExecutor selected =
+      makeExecutor(o.engineDir, manifest, weights, executorChoice(o));
+  std::cerr << "tile-run: " << selected.notice << "\n";
+  if (!selected.loadSummary.empty())
+    std::cerr << "tile-run: " << selected.loadSummary << "\n";
+  Executor *executor = selected.executor.get();
+  const bool onHost = selected.kind == ExecutorKind::Host;
+  double loadSeconds = std::chrono::duration<double>(
+                           std::chrono::steady_clock::now() - loadStart)
+                           .count();
+  GenerateStats stats;
+  std::vector<int32_t> tokens = generateGreedy(*executor, ids, o.count, &stats);
+  double seconds = stats.prefillSeconds + stats.decodeSeconds;
+  int64_t steps = stats.prefillSteps + stats.decodeSteps;
+  double stepMs = steps ? 1e3 * seconds / double(steps) : 0.0;
+  double decodeRate = stats.decodeSeconds > 0
+                          ? double(stats.decodeSteps) / stats.decodeSeconds
+                          : 0.0;
+  std::string executorText =
+      onHost
+          ? fmt::format("the host executor on the CPU (interleavings seed {}, "
+                        "{} thread{}, event checks {})",
+                        o.interleavingsSeed, o.threads,
+                        o.threads == 1 ? "" : "s",
+                        o.noEventChecks ? "off" : "on")
+          : fmt::format("GPU {}", o.device);
+  // GPU: the kernel's own time per step (CUDA events), decode steps only.
+  double kernelMs = 0;
+  if (auto *gpu = dynamic_cast<GpuEngine *>(executor)) {
+    std::vector<float> ms = gpu->stepMillis();
+    ms.erase(ms.begin(),
+             ms.begin() +
+                 std::min<size_t>(ms.size(), size_t(stats.prefillSteps)));
+    if (!ms.empty()) {
+      std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
+      kernelMs = ms[ms.size() / 2];
+    }
+    executorText = gpu->device().describe();
+  }
+  // --check: the same tokens and logits as the CPU reference model?
+  std::optional<ReferenceCheck> check;
+  if (o.check) {
+    Model model = engineModel(manifest);
+    std::unique_ptr<WeightSource> source;
+    if (weights.kind == WeightSourceSpec::Kind::Synthetic)
+      source = std::make_unique<SyntheticWeights>(
+          weights.model ? *weights.model : model, weights.seed);
+    else
+      source =
+          std::make_unique<CheckpointWeights>(weights.dir, weights.drafterDir);
+    check = checkAgainstReference(*executor, model, *source, ids, tokens);
+  }
+  if (o.json) {
+    nlohmann::json out = {{"engine", o.engineDir},
+                          {"model", manifest.modelName},
+                          {"executor", executor->name()},
+                          {"weights", weights.describe()},
+                          {"prompt", ids},
+                          {"tokens", tokens},
+                          {"load_seconds", loadSeconds},
+                          {"seconds", seconds},
+                          {"prefill_steps", stats.prefillSteps},
+                          {"prefill_seconds", stats.prefillSeconds},
+                          {"decode_steps", stats.decodeSteps},
+                          {"decode_seconds", stats.decodeSeconds},
+                          {"step_ms", stepMs},
+                          {"tokens_per_second", decodeRate}};
+    if (!onHost) {
+      out["device"] = o.device;
+      out["kernel_step_ms_median"] = kernelMs;
+    }
+    if (onHost) {
+      out["interleavings_seed"] = o.interleavingsSeed;
+      out["threads"] = o.threads;
+      out["event_checks"] = !o.noEventChecks;
+    }
+    if (check)
+      out["check"] = {{"reference_tokens", check->expected},
+                      {"matching_prefix", check->matchingPrefix},
+                      {"logit_positions", check->positions},
+                      {"max_relative_logit_error", check->maxRelativeError},
+                      {"max_absolute_logit_error", check->maxAbsoluteError}};
+    std::cout << out.dump() << "\n";
+  } else {
+    std::cout << fmt::format("{}\n", fmt::join(tokens, " "));
+  }
+  std::cerr << fmt::format(
+      "tile-run: ran {} ({} tokens per step) on {}; weights: {}\n"
+      "tile-run: {} tokens: prefill {} steps in {:.3f} s, decode {} steps in "
+      "{:.3f} s ({:.2f} tokens/s), {:.2f} ms per step; load {:.3f} s\n",
+      o.engineDir, manifest.tokens, executorText, weights.describe(),
+      tokens.size(), stats.prefillSteps, stats.prefillSeconds,
+      stats.decodeSteps, stats.decodeSeconds, decodeRate, stepMs, loadSeconds);
+  if (!onHost)
+    std::cerr << fmt::format("tile-run: tilec_step kernel time, median over "
+                             "decode steps: {:.3f} ms\n",
+                             kernelMs);
+  if (check) {
+    std::cerr << fmt::format("tile-run: check against the CPU reference (bf16 "
+                             "activations): {} of {} "
+                             "greedy tokens agree{}",
+                             check->matchingPrefix, tokens.size(),
+                             check->matchingPrefix == int64_t(tokens.size())
+                                 ? ""
+                                 : " (then they differ)");
+    if (check->logitsCompared)
+      std::cerr << fmt::format("; logits over {} positions: max relative error "
+                               "{:.2e}, max absolute {:.2e}",
+                               check->positions, check->maxRelativeError,
+                               check->maxAbsoluteError);
+    std::cerr << "\n";
+    // bf16 activations on both sides: only summation order differs.
+    if (check->matchingPrefix != int64_t(tokens.size()) ||
+        check->maxRelativeError > 1e-2) {
+      std::cerr << "tile-run: error: the engine does not match the reference\n";
+      return 1;
+    }
+  }
   return 0;
 }
 
@@ -133,6 +309,62 @@ int main(int argc, char **argv) {
   reference->add_option("--seed", refSeed, "Seed of the synthetic weights");
   reference->add_flag("--json", refJson, "Print one JSON object");
 
+  CLI::App *run =
+      app.add_subcommand("run", "Greedy tokens from a compiled engine");
+  RunOptions runOptions;
+  uint64_t runSeed = 0;
+  run->add_option("engine", runOptions.engineDir,
+                  "Engine directory (tilec MODEL -o DIR)")
+      ->required();
+  run->add_option("--executor", runOptions.executor,
+                  "What runs the engine: gpu (the megakernel), host (the CPU "
+                  "host executor) or auto (the GPU when there is one; says "
+                  "which on stderr)")
+      ->check(CLI::IsMember({"gpu", "host", "auto"}));
+  run->add_option("--device", runOptions.device, "GPU executor: which GPU")
+      ->check(CLI::NonNegativeNumber);
+  run->add_option("--watchdog-ms", runOptions.watchdogMs,
+                  "GPU executor: a wait on an event longer than this is "
+                  "reported as a hang naming SM, task and event (0: off)");
+  run->add_flag("--no-cache", runOptions.noCache,
+                "GPU executor: compile kernel.cu with NVRTC even when the "
+                "cubin cache ($XDG_CACHE_HOME/tilec) has it");
+  run->add_option("--prompt-ids", runOptions.prompt,
+                  "Comma-separated prompt token ids");
+  run->add_option("-n,--max-new-tokens", runOptions.count, "Tokens to generate")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  CLI::Option *seedOption =
+      run->add_option("--seed", runSeed,
+                      "Synthetic weights from this seed (default for "
+                      "engines of presets: seed 0)");
+  run->add_option("--weights", runOptions.weightsDir,
+                  "Checkpoint directory (default: the model directory the "
+                  "engine was compiled from, synthetic for presets)")
+      ->excludes(seedOption);
+  run->add_option("--interleavings-seed", runOptions.interleavingsSeed,
+                  "Host executor: seed of the random task interleaving");
+  run->add_option("--threads", runOptions.threads,
+                  "Host executor: worker threads (1: reproducible)")
+      ->check(CLI::Range(1, 256));
+  run->add_flag("--no-event-checks", runOptions.noEventChecks,
+                "Host executor: skip the shadow-state event checks");
+  run->add_flag("--json", runOptions.json, "Print one JSON object");
+  run->add_flag(
+      "--check", runOptions.check,
+      "Compare tokens and logits with the CPU reference model (exit 1 "
+      "when they differ)");
+
+  CLI::App *compile = app.add_subcommand(
+      "compile",
+      "NVRTC-compile an engine's kernel (no GPU needed) and report it");
+  std::string compileDir, compileArch = "";
+  bool compileNoCache = false;
+  compile->add_option("engine", compileDir, "Engine directory (tilec -o)")
+      ->required();
+  compile->add_option("--arch", compileArch,
+                      "Architecture (default: the engine's, e.g. sm_90a)");
+  compile->add_flag("--no-cache", compileNoCache, "Compile even if cached");
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (app.got_subcommand("presets")) {
@@ -147,9 +379,33 @@ int main(int argc, char **argv) {
                                synthSeed);
       return 0;
     }
+    if (compile->parsed()) {
+      EngineManifest manifest = readEngine(compileDir);
+      std::ifstream in(compileDir + "/" + manifest.kernelFile);
+      std::stringstream text;
+      text << in.rdbuf();
+      NvrtcSource src =
+          engineKernelSource(manifest, text.str(),
+                             compileArch.empty() ? manifest.arch : compileArch);
+      NvrtcSettings settings;
+      settings.useCache = !compileNoCache;
+      NvrtcResult result = nvrtcCompile(src, settings);
+      std::cout << fmt::format(
+          "{}: {} for {}: {} bytes of cubin ({}, {:.1f} s)\n", compileDir,
+          manifest.kernelFile, src.arch, result.cubin.size(),
+          result.cacheHit ? "cached" : "compiled", result.seconds);
+      if (!result.log.empty())
+        std::cerr << result.log << "\n";
+      return 0;
+    }
     if (reference->parsed())
       return runReference(refModel, refPrompt, refCount, refSynthetic, refSeed,
                           refJson);
+    if (run->parsed()) {
+      if (seedOption->count() > 0)
+        runOptions.seed = runSeed;
+      return runEngine(runOptions);
+    }
   } catch (const Error &e) {
     std::cerr << "tile-run: error: " << e.what() << "\n";
     return 1;

@@ -1,0 +1,193 @@
+//===- megakernel.cuh - The persistent loop: task lists, roles, events ----===//
+//
+// kernel.cu (generated) supplies the instances and the kernel:
+//
+//   #define TILEC_THREADS 384          // the launch contract (common.cuh);
+//   #define TILEC_SMEM_BYTES 196608    // the runtime passes these and
+//   #define TILEC_MAX_TASKS 40         // TILEC_MAX_TASKS as -D options
+//   #include "runtime/device/megakernel.cuh"
+//   struct Dispatch {
+//     __device__ static void run(long long instance, const TilecTask &t,
+//                                const tilec::Ctx &c) {
+//       switch (instance) {
+//       case 0: tilec::linear_task<...>(t, c); break;
+//       ...
+//       }
+//     }
+//   };
+//   extern "C" __global__ void __launch_bounds__(TILEC_THREADS, 1)
+//   tilec_step(TilecStepParams p) { tilec::run_megakernel<Dispatch>(p); }
+//
+// One CTA per SM (grid = SMs, TILEC_THREADS threads, TILEC_SMEM_BYTES of
+// dynamic shared memory) walks tasks [sm_begin[b], sm_begin[b + 1]). Roles:
+//  - sched (warp 0): copies the next record into shared memory and waits on
+//    its events while the compute warps still run the previous task, then
+//    hands it over (named barrier kBarGo) and stamps its start;
+//  - load (warp 1): for the task after the one computing, asks L2 for its
+//    weight bytes (weights never depend on activations; MoE tasks, whose
+//    expert comes from the router, only once their inputs are ready), so that
+//    weights stream in while the CTA waits for activations;
+//  - compute (warps 2..): run the body (every Dispatch call with
+//    ctx.prefetch = false), then one thread signals the task's event after all
+//    their stores and stamps the end.
+// A watchdog in the waits turns a hang into a report and stops every CTA.
+// Trace stamps: trace_slot() below.
+//
+//===----------------------------------------------------------------------===//
+#pragma once
+
+#include "runtime/device/argmax.cuh"
+#include "runtime/device/attention.cuh"
+#include "runtime/device/common.cuh"
+#include "runtime/device/embed.cuh"
+#include "runtime/device/linear.cuh"
+#include "runtime/device/moe.cuh"
+#include "runtime/device/router.cuh"
+
+namespace tilec {
+namespace detail {
+
+/// Where task i (the SM's n-th) stamps its start (+1: its end). With
+/// TILEC_MAX_TASKS (the runtime defines it) TaskAbi.h's [sms, max tasks, 2];
+/// without, the task's index in the whole table.
+__device__ __forceinline__ u64 *trace_slot(const TilecStepParams &p, int i,
+                                           int begin) {
+#ifdef TILEC_MAX_TASKS
+  return p.trace + (i64(blockIdx.x) * TILEC_MAX_TASKS + (i - begin)) * 2;
+#else
+  (void)begin;
+  return p.trace + i64(i) * 2;
+#endif
+}
+
+__device__ __forceinline__ int ld_shared_volatile(const int *p) {
+  return *static_cast<const volatile int *>(p);
+}
+__device__ __forceinline__ void st_shared_volatile(int *p, int v) {
+  *static_cast<volatile int *>(p) = v;
+}
+
+/// The role-independent part of a Ctx.
+__device__ __forceinline__ Ctx make_ctx(const TilecStepParams &p,
+                                        unsigned char *smem, bool prefetch) {
+  Ctx c;
+  c.arena = p.arena;
+  c.weights = p.weights;
+  c.kv = p.kv;
+  c.events = p.events;
+  c.signals_per_step = p.signals_per_step;
+  c.step = p.step;
+  c.report = p.report;
+  c.watchdog_ns = p.watchdog_ns;
+  c.smem = smem;
+  c.sm = int(blockIdx.x);
+  c.task = 0;
+  c.op = -1;
+  c.prefetch = prefetch;
+  return c;
+}
+
+} // namespace detail
+
+template <typename Dispatch>
+__device__ __forceinline__ void run_megakernel(const TilecStepParams &p) {
+  extern __shared__ __align__(128) unsigned char tilec_dynamic_smem[];
+  __shared__ TilecTask s_task[2]; // double-buffered: sched fills, compute reads
+  __shared__ int s_abort;         // set by sched: the kernel is stopping
+  __shared__ int s_ready;         // last task whose waits are satisfied
+  __shared__ int s_started;       // last task handed to the compute warps
+
+  const int begin = p.sm_begin[blockIdx.x], end = p.sm_begin[blockIdx.x + 1];
+  if (threadIdx.x == 0) {
+    s_abort = 0;
+    s_ready = begin - 1;
+    s_started = begin - 1;
+  }
+  __syncthreads();
+  const int warp = int(threadIdx.x) >> 5, lane = lane_id();
+
+  if (warp == kSchedWarp) {
+    Ctx ctx = detail::make_ctx(p, tilec_dynamic_smem, false);
+    for (int i = begin; i < end; ++i) {
+      // The slot was last read by task i - 2, finished before the compute
+      // warps met task i - 1's barrier.
+      TilecTask &slot = s_task[(i - begin) & 1];
+      if (lane < TILEC_TASK_WORDS)
+        slot.w[lane] = __ldg(&p.tasks[i].w[lane]);
+      __syncwarp();
+      int ok = 1;
+      if (lane == 0) {
+        ctx.task = i - begin;
+        ctx.op = slot.w[TILEC_W_OP];
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+          const i64 e = slot.w[TILEC_W_WAIT0 + 2 * k];
+          if (ok && e >= 0)
+            ok = wait_event(ctx, int(e),
+                            p.step * u64(p.signals_per_step[e]) +
+                                u64(slot.w[TILEC_W_COUNT0 + 2 * k]));
+        }
+        if (ok)
+          detail::st_shared_volatile(&s_ready, i);
+        else
+          detail::st_shared_volatile(&s_abort, 1);
+      }
+      ok = __shfl_sync(0xffffffffu, ok, 0);
+      named_barrier(kBarGo, 32 + kComputeThreads);
+      if (!ok)
+        return;
+      if (lane == 0) {
+        detail::st_shared_volatile(&s_started, i);
+        if (p.trace)
+          detail::trace_slot(p, i, begin)[0] = globaltimer();
+      }
+    }
+  } else if (warp == kLoadWarp) {
+    const Ctx ctx0 = detail::make_ctx(p, tilec_dynamic_smem, true);
+    for (int i = begin; i < end; ++i) {
+      while (detail::ld_shared_volatile(&s_started) <
+             i - TILEC_PREFETCH_TASKS) {
+        if (detail::ld_shared_volatile(&s_abort))
+          return;
+        __nanosleep(200);
+      }
+      const TilecTask &t = p.tasks[i];
+      const i64 family = __ldg(&t.w[TILEC_W_FAMILY]);
+      if (family == TILEC_TASK_MOE_GATE_UP || family == TILEC_TASK_MOE_DOWN) {
+        // The expert comes from the plan: wait until the task's inputs are.
+        while (detail::ld_shared_volatile(&s_ready) < i) {
+          if (detail::ld_shared_volatile(&s_abort))
+            return;
+          __nanosleep(100);
+        }
+        asm volatile("fence.acq_rel.cta;" ::: "memory");
+      } else if (family != TILEC_TASK_LINEAR) {
+        continue; // nothing worth prefetching
+      }
+      Ctx ctx = ctx0;
+      ctx.task = i - begin;
+      Dispatch::run(__ldg(&t.w[TILEC_W_INSTANCE]), t, ctx);
+    }
+  } else {
+    Ctx ctx = detail::make_ctx(p, tilec_dynamic_smem, false);
+    for (int i = begin; i < end; ++i) {
+      named_barrier(kBarGo, 32 + kComputeThreads);
+      if (detail::ld_shared_volatile(&s_abort))
+        return;
+      const TilecTask &t = s_task[(i - begin) & 1];
+      ctx.task = i - begin;
+      ctx.op = t.w[TILEC_W_OP];
+      Dispatch::run(t.w[TILEC_W_INSTANCE], t, ctx);
+      compute_sync();
+      if (compute_tid() == 0) {
+        const i64 e = t.w[TILEC_W_SIGNAL];
+        if (e >= 0)
+          signal_event(ctx, int(e));
+        if (p.trace)
+          detail::trace_slot(p, i, begin)[1] = globaltimer();
+      }
+    }
+  }
+}
+
+} // namespace tilec

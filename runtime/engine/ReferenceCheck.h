@@ -1,0 +1,38 @@
+//===- ReferenceCheck.h - An executor against the CPU reference --*- C++
+//-*-===//
+//
+// The correctness ladder's test, runnable from tile-run on any executor: greedy
+// tokens of the engine against ReferenceModel (rounding activations to bf16 at
+// the engine's points), and the logits of every position of the sequence,
+// teacher- forced, against the reference's.
+//
+//===----------------------------------------------------------------------===//
+#pragma once
+
+#include "models/core/Config.h"
+#include "models/core/WeightSource.h"
+#include "runtime/engine/Executor.h"
+
+#include <cstdint>
+#include <vector>
+
+namespace tilec {
+
+struct ReferenceCheck {
+  std::vector<int32_t> expected; // the reference's greedy tokens
+  int64_t matchingPrefix = 0;    // leading tokens equal to the engine's
+  int64_t positions = 0;         // logit rows compared
+  double maxRelativeError = 0;   // max over rows of ||a - b|| / ||b||
+  double maxAbsoluteError = 0;
+  bool logitsCompared = false; // false when the engine stores no logits
+};
+
+/// Compares `produced` (the executor's greedy tokens after `prompt`) with the
+/// reference on `weights`, then replays prompt + expected through the executor
+/// with logits and compares them row by row. Resets the executor.
+ReferenceCheck checkAgainstReference(Executor &executor, const Model &model,
+                                     WeightSource &weights,
+                                     const std::vector<int32_t> &prompt,
+                                     const std::vector<int32_t> &produced);
+
+} // namespace tilec
