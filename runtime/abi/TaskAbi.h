@@ -25,6 +25,7 @@
 #define TILEC_W_COUNT1 5
 #define TILEC_W_SIGNAL 6   /* event id signalled (+1) when done, or -1 */
 #define TILEC_W_FAMILY 7   /* TilecTaskFamily: lets executors check instances */
+#define TILEC_W_ARG0 8     /* argument i is word TILEC_W_ARG0 + i */
 
 typedef struct TilecTask {
   long long w[TILEC_TASK_WORDS];
@@ -59,7 +60,7 @@ enum TilecEpilogue {
   TILEC_EPI_ARGMAX = 7        /* logits f32 + per-tile (max, index) partials     */
 };
 
-/* Argument words of each family (indices into w[TILEC_TASK_ARGS..]); offsets
+/* Argument words of each family (word TILEC_W_ARG0 + index); offsets
  * are bytes from the base of the region named in the comment. */
 enum TilecEmbedArgs {
   TILEC_EMBED_IDS = 0,   /* arena: int32 [T]                 */
