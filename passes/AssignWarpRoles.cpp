@@ -86,7 +86,14 @@ struct AssignWarpRolesPass
                           {int64_t(loadRegs), int64_t(computeRegs)}, smem));
       }
       program->setAttr("threads", b.getI64IntegerAttr(warps * 32));
-      program->setAttr("smem", b.getI64IntegerAttr(maxSmem));
+      // The kernel gets the largest task's need, and at least 64 KB: the device
+      // library stages what fits in what it is given, and one CTA per SM leaves
+      // the rest of the SM's shared memory unused anyway.
+      constexpr int64_t kFloor = 65536;
+      int64_t kernelSmem = std::max(maxSmem, kFloor);
+      if (machine.smemPerBlock > 0)
+        kernelSmem = std::min(kernelSmem, std::max(maxSmem, machine.smemPerBlock));
+      program->setAttr("smem", b.getI64IntegerAttr(kernelSmem));
       // The program verifier checks each task's budget against the machine.
       if (failed(mlir::verify(program)))
         ok = false;

@@ -286,7 +286,7 @@ int64_t Partitioner::rowsPerTask(int64_t rows, int64_t granule,
                                  int64_t groups) {
   int64_t want = std::max<int64_t>(1, machine.sms * tasksPerSm / groups);
   int64_t perTask = roundUp(ceilDiv(rows, want), granule);
-  return std::min(perTask, roundUp(rows, granule));
+  return std::min(perTask, rows); // an op smaller than a granule is one task
 }
 
 LogicalResult Partitioner::partitionEmbed(EmbedOp op) {

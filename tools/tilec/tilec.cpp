@@ -81,6 +81,10 @@ cl::opt<int64_t>
     maxContext("max-context",
                cl::desc("Positions a full-attention KV cache holds"),
                cl::init(4096), cl::cat(category));
+cl::opt<int64_t> numLayers("num-layers",
+                           cl::desc("Keep only the first N decoder layers (0: all), "
+                                    "e.g. one full-size layer of a large model"),
+                           cl::init(0), cl::cat(category));
 cl::opt<bool> listPresets("list-presets",
                           cl::desc("List the built-in models and exit"),
                           cl::init(false), cl::cat(category));
@@ -162,6 +166,16 @@ int main(int argc, char **argv) {
     return error(model.error());
   if (noDrafter)
     model->drafter.reset();
+  if (numLayers < 0 || numLayers > model->target.numLayers)
+    return error("--num-layers " + std::to_string(numLayers) + ": " + name + " has " +
+                 std::to_string(model->target.numLayers) + " layers");
+  if (numLayers > 0 && numLayers < model->target.numLayers) {
+    tilec::TargetConfig &t = model->target;
+    t.numLayers = numLayers;
+    t.layerTypes.resize(size_t(numLayers));
+    t.mlpTypes.resize(size_t(numLayers));
+    model->drafter.reset(); // its taps name layers that are gone
+  }
   if (emit != Emit::Graph && model->drafter) {
     // The megakernel runs plain greedy decoding until DFlash's step is
     // compiled.
