@@ -45,4 +45,35 @@ def Tile_ReduceKind : I32EnumAttr<"ReduceKind", "collective reduction", [
   let cppNamespace = "::mlir::tile";
 }
 
+def Tile_Epilogue : I32EnumAttr<"Epilogue", "what a fused linear does with its rows", [
+  I32EnumAttrCase<"store", 0>,       // y
+  I32EnumAttrCase<"residual", 1>,    // residual + y
+  I32EnumAttrCase<"silu_pair", 2>,   // silu(y) * y2 (the second weight)
+  I32EnumAttrCase<"rope", 3>,        // per-head RoPE, stored [T, heads, D]
+  I32EnumAttrCase<"rope_kcache", 4>, // per-head RoPE, into the key cache
+  I32EnumAttrCase<"vcache", 5>,      // into the value cache
+  I32EnumAttrCase<"argmax", 6>       // logits and their argmax
+]> {
+  let cppNamespace = "::mlir::tile";
+}
+
+def Tile_RoleAttr : Tile_Attr<"Role", "role"> {
+  let summary = "warps per role and register budgets of a task's CTA";
+  let description = [{
+    `#tile.role<sched = 1, load = 1, compute = 6, regs = [40, 232], smem = 49152>`:
+    warp counts of the scheduler, loader and compute roles, the registers per
+    thread each role may hold (loader, compute) and the shared memory the task
+    needs in bytes.
+  }];
+  let parameters = (ins "int64_t":$sched, "int64_t":$load, "int64_t":$compute,
+                        ArrayRefParameter<"int64_t">:$regs, "int64_t":$smem);
+  let assemblyFormat = [{
+    `<` `sched` `=` $sched `,` `load` `=` $load `,` `compute` `=` $compute `,`
+    `regs` `=` `[` $regs `]` `,` `smem` `=` $smem `>`
+  }];
+  let extraClassDeclaration = [{
+    int64_t warps() const { return getSched() + getLoad() + getCompute(); }
+  }];
+}
+
 #endif // TILE_ATTRS_TD

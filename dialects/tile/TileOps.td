@@ -237,7 +237,7 @@ def Tile_AttentionOp : Tile_SymbolUserOp<"attention", [AttrSizedOperandSegments,
   }];
   let arguments = (ins Tile_Activation:$query, Tile_TokenIds:$positions,
                        FlatSymbolRefAttr:$cache,
-                       Optional<Tile_TokenType>:$after,
+                       Variadic<Tile_TokenType>:$after,
                        Optional<Tile_Activation>:$block_keys,
                        Optional<Tile_Activation>:$block_values,
                        OptionalAttr<FlatSymbolRefAttr>:$sinks,
@@ -358,5 +358,8 @@ def Tile_AllToAllOp : Tile_Op<"all_to_all", [Pure]> {
   }];
   let hasVerifier = 1;
 }
+
+include "TileFusedOps.td"
+include "TileTaskOps.td"
 
 #endif // TILE_OPS_TD

@@ -251,7 +251,7 @@ Value GraphBuilderImpl::targetLayer(int64_t i, Value x, Value tokenIds,
 void GraphBuilderImpl::buildTarget() {
   int64_t T = tokens, H = cfg.hiddenSize, V = cfg.vocabSize;
   const DrafterConfig *drafter = model.drafter ? &*model.drafter : nullptr;
-  SmallVector<Type> results{tensor({T, V}, b.getF32Type())};
+  SmallVector<Type> results{tensor({T, V}, b.getF32Type()), ids(T)};
   if (drafter)
     results.push_back(act({T, H * int64_t(drafter->targetLayerIds.size())}));
   b.setInsertionPointToEnd(module->getBody());
@@ -273,14 +273,15 @@ void GraphBuilderImpl::buildTarget() {
   Value normed = rmsNorm(
       x, plainWeight("model.norm", {H}, b.getBF16Type(), "model.norm.weight"),
       cfg.rmsNormEps);
-  SmallVector<Value> outs{linear(normed, "lm_head", "lm_head.weight", V,
-                                 cfg.quant.lmHead, b.getF32Type())};
+  Value logits = linear(normed, "lm_head", "lm_head.weight", V,
+                        cfg.quant.lmHead, b.getF32Type());
+  SmallVector<Value> outs{logits, ArgmaxOp::create(b, loc(), ids(T), logits)};
   if (drafter) {
     // Taps in target_layer_ids order: the layout of the drafter's fc input.
     SmallVector<Value> taps;
     for (int64_t id : drafter->targetLayerIds)
       taps.push_back(hiddenAfter.lookup(id));
-    outs.push_back(ConcatOp::create(b, loc(), results[1], taps, i64(1)));
+    outs.push_back(ConcatOp::create(b, loc(), results[2], taps, i64(1)));
   }
   func::ReturnOp::create(b, loc(), outs);
 }
@@ -384,7 +385,7 @@ void GraphBuilderImpl::buildDraft() {
                           b.getBF16Type(), S + a + "attention_sink_bias"));
     Value attn = AttentionOp::create(
         b, loc(), act({T, d.numHeads, d.headDim}), q, positions,
-        sym("ctx.layer" + std::to_string(l)), Value(), k, v, sinks,
+        sym("ctx.layer" + std::to_string(l)), ValueRange(), k, v, sinks,
         MaskKindAttr::get(&ctx, d.causal[l] ? MaskKind::causal
                                             : MaskKind::bidirectional),
         f64(1.0 / std::sqrt(double(d.headDim))), f64(d.attentionValueScale),

@@ -5,10 +5,10 @@
 // graph IR: weight and KV-cache declarations plus one function per phase of a
 // decoding step.
 //
-//  * @target(tokens, positions) -> (logits, taps): the target over a block of
-//    T tokens at the given positions, appending their keys/values to the target
-//    KV caches (@kv.layerN); `taps` concatenates the hidden states after the
-//    drafter's target_layer_ids (absent without a drafter).
+//  * @target(tokens, positions) -> (logits, argmax, taps): the target over a
+//    block of T tokens at the given positions, appending their keys/values to
+//    the target KV caches (@kv.layerN); `taps` concatenates the hidden states
+//    after the drafter's target_layer_ids (absent without a drafter).
 //  * @drafter_context(taps, positions): fc + hidden_norm of the taps, projected
 //    into every drafter layer's context cache (@ctx.layerN) as keys/values.
 //  * @draft(tokens, positions) -> logits: the drafter over the block

@@ -244,6 +244,9 @@ nlohmann::json toHubJson(const TargetConfig &config,
 nlohmann::json toDrafterJson(const DrafterConfig &drafter,
                              const TargetConfig &target,
                              const HfJsonOptions &options = {});
+/// toHubJson's text, or "" if the config cannot be written (for callers built
+/// without exceptions).
+std::string configTextNoThrow(const TargetConfig &config);
 /// tilec's `quantization_config`; null for an all-BF16 plan.
 nlohmann::json toQuantizationJson(const QuantPlan &plan);
 

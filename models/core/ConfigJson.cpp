@@ -1040,4 +1040,12 @@ json toDrafterJson(const DrafterConfig &d, const TargetConfig &target,
   return j;
 }
 
+std::string configTextNoThrow(const TargetConfig &config) {
+  try {
+    return toHubJson(config).dump(1);
+  } catch (const std::exception &) {
+    return "";
+  }
+}
+
 } // namespace tilec

@@ -1,38 +1,70 @@
 //===- tilec.cpp - The tilec compiler driver
 //-------------------------------===//
 //
-// tilec MODEL [options]: MODEL is a preset name or a model directory. Today it
-// builds the tile graph IR of the model (--emit=graph); the pass pipeline and
-// the megakernel codegen extend it.
+//   tilec MODEL -o ENGINE_DIR [--target h100] [--dump-ir DIR] [--pipeline P]
+//   tilec MODEL --emit=graph|tasks [-o FILE]
+//
+// MODEL is a preset name or a model directory. The engine directory is what
+// tile-run loads: manifest.json, tasks.bin, kernel.cu, and ir/ with the IR
+// after every pass.
 //
 //===----------------------------------------------------------------------===//
+#include "codegen/Codegen.h"
 #include "dialects/tile/TileDialect.h"
 #include "models/builder/GraphBuilder.h"
 #include "models/core/Config.h"
+#include "passes/Machine.h"
+#include "passes/Passes.h"
 
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassRegistry.h"
 #include "mlir/Support/FileUtilities.h"
 #include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/Path.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/WithColor.h"
 
 using namespace llvm;
 
 namespace {
-enum class Emit { Graph };
+enum class Emit { Graph, Tasks, Engine };
 
 cl::OptionCategory category("tilec options");
 cl::opt<std::string> modelArg(cl::Positional,
                               cl::desc("<preset name or model dir>"),
                               cl::init(""), cl::cat(category));
-cl::opt<Emit> emit("emit", cl::desc("What to produce"), cl::init(Emit::Graph),
-                   cl::values(clEnumValN(Emit::Graph, "graph",
-                                         "the tile graph IR of the model")),
-                   cl::cat(category));
-cl::opt<std::string> output("o", cl::desc("Output file ('-' for stdout)"),
-                            cl::value_desc("path"), cl::init("-"),
+cl::opt<Emit>
+    emit("emit", cl::desc("What to produce"), cl::init(Emit::Engine),
+         cl::values(
+             clEnumValN(Emit::Graph, "graph", "the tile graph IR of the model"),
+             clEnumValN(Emit::Tasks, "tasks", "the IR after the pass pipeline"),
+             clEnumValN(Emit::Engine, "engine",
+                        "an engine directory for tile-run (default)")),
+         cl::cat(category));
+cl::opt<std::string> output("o",
+                            cl::desc("Output: the engine directory, or a file "
+                                     "('-' for stdout) for --emit=graph/tasks"),
+                            cl::value_desc("path"), cl::init(""),
                             cl::cat(category));
+cl::opt<std::string> target("target", cl::desc("Machine: h100, h200 or b200"),
+                            cl::init("h100"), cl::cat(category));
+cl::opt<std::string>
+    pipeline("pipeline",
+             cl::desc("A textual pass pipeline replacing the default "
+                      "(see --print-pipeline)"),
+             cl::init(""), cl::cat(category));
+cl::opt<bool>
+    printPipeline("print-pipeline",
+                  cl::desc("Print the default pass pipeline and exit"),
+                  cl::init(false), cl::cat(category));
+cl::opt<std::string>
+    dumpIr("dump-ir",
+           cl::desc("Write the IR after every pass into this directory "
+                    "(engines also keep it in ENGINE_DIR/ir)"),
+           cl::value_desc("dir"), cl::init(""), cl::cat(category));
 cl::opt<std::string>
     drafterDir("drafter",
                cl::desc("Directory of the DFlash drafter (default: the "
@@ -49,6 +81,10 @@ cl::opt<int64_t>
     maxContext("max-context",
                cl::desc("Positions a full-attention KV cache holds"),
                cl::init(4096), cl::cat(category));
+cl::opt<int64_t> numLayers("num-layers",
+                           cl::desc("Keep only the first N decoder layers (0: all), "
+                                    "e.g. one full-size layer of a large model"),
+                           cl::init(0), cl::cat(category));
 cl::opt<bool> listPresets("list-presets",
                           cl::desc("List the built-in models and exit"),
                           cl::init(false), cl::cat(category));
@@ -61,10 +97,43 @@ int error(const Twine &message) {
   WithColor::error(errs(), "tilec") << message << "\n";
   return 1;
 }
+
+/// Writes the module after each pass into DIR/NN-<pass>.mlir.
+class DumpAfterEachPass : public mlir::PassManager::IRPrinterConfig {
+public:
+  explicit DumpAfterEachPass(std::string dir)
+      : IRPrinterConfig(/*printModuleScope=*/true), dir(std::move(dir)) {}
+  void printAfterIfEnabled(mlir::Pass *pass, mlir::Operation *op,
+                           PrintCallbackFn printCallback) override {
+    ++index;
+    std::string name = (Twine(index < 10 ? "0" : "") + Twine(index) + "-" +
+                        pass->getArgument() + ".mlir")
+                           .str();
+    std::error_code ec;
+    raw_fd_ostream os(dir + "/" + name, ec);
+    if (!ec)
+      printCallback(os);
+  }
+
+private:
+  std::string dir;
+  int index = 0;
+};
+
+bool writeFile(const std::string &path,
+               function_ref<void(raw_ostream &)> write) {
+  std::error_code ec;
+  raw_fd_ostream os(path, ec);
+  if (ec)
+    return false;
+  write(os);
+  return !os.has_error();
+}
 } // namespace
 
 int main(int argc, char **argv) {
   InitLLVM init(argc, argv);
+  mlir::tile::registerTilePipelines();
   cl::HideUnrelatedOptions(category);
   cl::ParseCommandLineOptions(argc, argv,
                               "tilec: compile a MoE model to a megakernel\n");
@@ -78,6 +147,17 @@ int main(int argc, char **argv) {
     outs() << tilec::defaultPresetName() << "\n";
     return 0;
   }
+  if (!mlir::tile::namedMachine(target))
+    return error("--target: unknown machine '" + target +
+                 "' (expected h100, h200 or b200)");
+  std::string passes = pipeline.empty()
+                           ? mlir::tile::defaultPipeline("target", target)
+                           : pipeline;
+  if (printPipeline) {
+    outs() << passes << "\n";
+    return 0;
+  }
+
   std::string name = modelArg.empty() ? tilec::defaultPresetName() : modelArg;
   tilec::Expected<tilec::Model> model =
       drafterDir.empty() ? tilec::loadModelNoThrow(name)
@@ -86,6 +166,25 @@ int main(int argc, char **argv) {
     return error(model.error());
   if (noDrafter)
     model->drafter.reset();
+  if (numLayers < 0 || numLayers > model->target.numLayers)
+    return error("--num-layers " + std::to_string(numLayers) + ": " + name + " has " +
+                 std::to_string(model->target.numLayers) + " layers");
+  if (numLayers > 0 && numLayers < model->target.numLayers) {
+    tilec::TargetConfig &t = model->target;
+    t.numLayers = numLayers;
+    t.layerTypes.resize(size_t(numLayers));
+    t.mlpTypes.resize(size_t(numLayers));
+    model->drafter.reset(); // its taps name layers that are gone
+  }
+  if (emit != Emit::Graph && model->drafter) {
+    // The megakernel runs plain greedy decoding until DFlash's step is
+    // compiled.
+    errs() << "tilec: note: " << name
+           << "'s DFlash drafter is not compiled into engines yet; building a "
+              "plain "
+              "greedy-decoding engine\n";
+    model->drafter.reset();
+  }
 
   mlir::MLIRContext context;
   tilec::GraphOptions options;
@@ -97,10 +196,62 @@ int main(int argc, char **argv) {
   if (!module)
     return error(name + ": " + message);
 
-  std::unique_ptr<ToolOutputFile> out = mlir::openOutputFile(output, &message);
-  if (!out)
-    return error(message);
-  module->print(out->os());
-  out->keep();
+  auto writeOut = [&](mlir::ModuleOp m) {
+    std::string path = output.empty() ? "-" : output.getValue();
+    std::unique_ptr<ToolOutputFile> out = mlir::openOutputFile(path, &message);
+    if (!out)
+      return error(message);
+    m.print(out->os());
+    out->keep();
+    return 0;
+  };
+  if (emit == Emit::Graph)
+    return writeOut(*module);
+  if (emit == Emit::Engine && output.empty())
+    return error(
+        "-o ENGINE_DIR is required to write an engine (or use --emit=graph)");
+
+  // The IR after every pass: into --dump-ir and, for engines, ENGINE_DIR/ir.
+  std::string irDir = !dumpIr.empty()        ? dumpIr.getValue()
+                      : emit == Emit::Engine ? output + "/ir"
+                                             : std::string();
+  mlir::PassManager pm(&context);
+  // The pass manager is anchored on builtin.module already: parse what is
+  // inside.
+  StringRef elements = StringRef(passes).trim();
+  if (elements.consume_front("builtin.module(") && elements.consume_back(")"))
+    elements = elements.trim();
+  if (failed(mlir::parsePassPipeline(elements, pm, errs())))
+    return error("--pipeline: cannot parse '" + passes + "'");
+  if (!irDir.empty()) {
+    if (std::error_code ec = sys::fs::create_directories(irDir))
+      return error("cannot create " + irDir + ": " + ec.message());
+    writeFile(irDir + "/00-graph.mlir",
+              [&](raw_ostream &os) { module->print(os); });
+    context.disableMultithreading(); // IR printing needs a single-threaded run
+    pm.enableIRPrinting(std::make_unique<DumpAfterEachPass>(irDir));
+  }
+  if (failed(pm.run(*module)))
+    return error(name +
+                 ": the pass pipeline failed (see the diagnostics above)");
+  if (emit == Emit::Tasks)
+    return writeOut(*module);
+
+  mlir::tile::EngineInfo info;
+  info.tilecVersion = TILEC_VERSION;
+  info.modelName = name;
+  info.modelConfig = tilec::configTextNoThrow(model->target);
+  tilec::EngineManifest manifest;
+  std::string kernel;
+  if (failed(mlir::tile::generateEngine(*module, "target", info, manifest,
+                                        kernel)))
+    return error(name + ": code generation failed");
+  std::string written = tilec::writeEngine(output, manifest, kernel);
+  if (!written.empty())
+    return error(written);
+  errs() << "tilec: wrote " << output << ": " << manifest.taskCount()
+         << " tasks on " << manifest.sms << " SMs, "
+         << manifest.instances.size() << " task bodies, "
+         << manifest.weightBytes << " bytes of weights\n";
   return 0;
 }

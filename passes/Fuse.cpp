@@ -1,0 +1,285 @@
+//===- Fuse.cpp - tile-fuse: fold ops that need no global synchronisation
+//--===//
+//
+// Patterns, each rooted at the consumer:
+//   rope(reshape(linear))                   -> fused_linear epilogue(rope)
+//   kv_append(rope(reshape(linear_k)),
+//             reshape(linear_v))             -> fused_linear rope_kcache +
+//             vcache
+//   silu_mul(linear_g(h), linear_u(h))      -> fused_linear epilogue(silu_pair)
+//   add(x, moe(n, router(n))), n = norm(x)  -> fused_moe
+//   add(r, linear(y))                       -> fused_linear epilogue(residual)
+//   argmax(linear(h))                       -> fused_linear epilogue(argmax)
+//   linear(rms_norm(x))                     -> fused_linear norm(...)
+//   epilogue(store)
+// A linear's input produced by rms_norm becomes the fused op's prologue. Every
+// pattern accepts a plain linear or a fused_linear that only stores, so the
+// order in which the driver visits ops does not matter.
+//
+//===----------------------------------------------------------------------===//
+#include "passes/Passes.h"
+
+#include "mlir/IR/PatternMatch.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+
+namespace mlir::tile {
+#define GEN_PASS_DEF_TILEFUSE
+#include "passes/Passes.h.inc"
+
+namespace {
+
+/// A linear (plain, or fused with only a norm prologue) seen as its parts.
+struct LinearMatch {
+  Operation *op = nullptr;
+  Value input; // the prologue's input when there is a norm
+  FlatSymbolRefAttr weight, norm;
+  QuantAttr quant;
+  FloatAttr eps;
+};
+
+/// A 2-D rms_norm feeding a linear becomes the linear's prologue.
+void absorbNorm(LinearMatch &m) {
+  auto norm = m.input.getDefiningOp<RmsNormOp>();
+  if (!norm || cast<RankedTensorType>(norm.getType()).getRank() != 2)
+    return;
+  m.input = norm.getInput();
+  m.norm = norm.getWeightAttr();
+  m.eps = norm.getEpsAttr();
+}
+
+std::optional<LinearMatch> matchLinear(Value value, bool needSingleUse = true) {
+  if (!value || (needSingleUse && !value.hasOneUse()))
+    return std::nullopt;
+  LinearMatch m;
+  if (auto linear = value.getDefiningOp<LinearOp>()) {
+    m = {linear, linear.getInput(), linear.getWeightAttr(), {}, {}, {}};
+    if (linear.getQuant())
+      m.quant = *linear.getQuant();
+    absorbNorm(m);
+    return m;
+  }
+  if (auto fused = value.getDefiningOp<FusedLinearOp>()) {
+    if (fused.getEpilogue() != Epilogue::store || fused.getNumResults() != 1)
+      return std::nullopt;
+    m = {fused, fused.getInput(),  fused.getWeightAttr(), fused.getNormAttr(),
+         {},    fused.getEpsAttr()};
+    if (fused.getQuant())
+      m.quant = *fused.getQuant();
+    return m;
+  }
+  return std::nullopt;
+}
+
+struct FusedParts {
+  Value positions, residual;
+  FlatSymbolRefAttr weight2, cache;
+  IntegerAttr rotaryDim;
+  FloatAttr theta;
+};
+
+FusedLinearOp createFused(PatternRewriter &rewriter, Location loc,
+                          TypeRange results, const LinearMatch &m,
+                          Epilogue epilogue, const FusedParts &parts = {}) {
+  return FusedLinearOp::create(
+      rewriter, loc, results, m.input, parts.positions, parts.residual,
+      m.weight, parts.weight2, m.quant, m.norm, m.eps,
+      EpilogueAttr::get(rewriter.getContext(), epilogue), parts.rotaryDim,
+      parts.theta, parts.cache);
+}
+
+/// The value a reshape (single use) views, or the value itself.
+Value throughReshape(Value value) {
+  if (auto reshape = value.getDefiningOp<ReshapeOp>())
+    if (reshape->getResult(0).hasOneUse())
+      return reshape.getInput();
+  return {};
+}
+
+struct QueryRopeFusion : public OpRewritePattern<RopeOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(RopeOp rope,
+                                PatternRewriter &rewriter) const override {
+    for (Operation *user : rope->getUsers())
+      if (isa<KVAppendOp>(user))
+        return failure(); // keys go into the cache: KVAppendFusion's case
+    std::optional<LinearMatch> m = matchLinear(throughReshape(rope.getInput()));
+    if (!m)
+      return failure();
+    FusedParts parts;
+    parts.positions = rope.getPositions();
+    parts.rotaryDim = rope.getRotaryDimAttr();
+    parts.theta = rope.getThetaAttr();
+    rewriter.replaceOp(rope,
+                       createFused(rewriter, rope.getLoc(), rope.getType(), *m,
+                                   Epilogue::rope, parts)
+                           ->getResults());
+    return success();
+  }
+};
+
+struct KVAppendFusion : public OpRewritePattern<KVAppendOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(KVAppendOp append,
+                                PatternRewriter &rewriter) const override {
+    auto rope = append.getKeys().getDefiningOp<RopeOp>();
+    if (!rope || !rope->hasOneUse() ||
+        rope.getPositions() != append.getPositions())
+      return failure();
+    std::optional<LinearMatch> k = matchLinear(throughReshape(rope.getInput()));
+    std::optional<LinearMatch> v =
+        matchLinear(throughReshape(append.getValues()));
+    if (!k || !v)
+      return failure();
+    // Only attention consumes the token: it can wait on the two writes.
+    for (Operation *user : append->getUsers())
+      if (!isa<AttentionOp>(user))
+        return failure();
+    Type token = append.getType();
+    FusedParts kParts, vParts;
+    kParts.positions = vParts.positions = append.getPositions();
+    kParts.cache = vParts.cache = append.getCacheAttr();
+    kParts.rotaryDim = rope.getRotaryDimAttr();
+    kParts.theta = rope.getThetaAttr();
+    Value kToken = createFused(rewriter, append.getLoc(), token, *k,
+                               Epilogue::rope_kcache, kParts)
+                       ->getResult(0);
+    Value vToken = createFused(rewriter, append.getLoc(), token, *v,
+                               Epilogue::vcache, vParts)
+                       ->getResult(0);
+    for (Operation *user : llvm::make_early_inc_range(append->getUsers())) {
+      auto attention = cast<AttentionOp>(user);
+      SmallVector<Value> after;
+      for (Value t : attention.getAfter())
+        if (t != append.getResult())
+          after.push_back(t);
+      after.append({kToken, vToken});
+      rewriter.modifyOpInPlace(
+          attention, [&] { attention.getAfterMutable().assign(after); });
+    }
+    rewriter.eraseOp(append);
+    return success();
+  }
+};
+
+struct SiluPairFusion : public OpRewritePattern<SiluMulOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(SiluMulOp op,
+                                PatternRewriter &rewriter) const override {
+    std::optional<LinearMatch> g = matchLinear(op.getGate());
+    std::optional<LinearMatch> u = matchLinear(op.getUp());
+    if (!g || !u || g->input != u->input || g->norm != u->norm ||
+        g->quant != u->quant)
+      return failure();
+    FusedParts parts;
+    parts.weight2 = u->weight;
+    rewriter.replaceOp(op, createFused(rewriter, op.getLoc(), op.getType(), *g,
+                                       Epilogue::silu_pair, parts)
+                               ->getResults());
+    return success();
+  }
+};
+
+/// add(x, moe(n, router(n))) with n = rms_norm(x): the whole MoE block.
+struct MoeFusion : public OpRewritePattern<AddOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(AddOp add,
+                                PatternRewriter &rewriter) const override {
+    for (auto [moeValue, residual] : {std::pair{add.getRhs(), add.getLhs()},
+                                      std::pair{add.getLhs(), add.getRhs()}}) {
+      auto moe = moeValue.getDefiningOp<MoeOp>();
+      if (!moe || !moe->hasOneUse())
+        continue;
+      auto router = moe.getRouting().getDefiningOp<RouterOp>();
+      auto norm = moe.getInput().getDefiningOp<RmsNormOp>();
+      if (!router || !router->hasOneUse() || !norm ||
+          router.getInput() != moe.getInput() || norm.getInput() != residual)
+        continue;
+      auto fused = FusedMoeOp::create(
+          rewriter, add.getLoc(), add.getType(), residual, norm.getWeightAttr(),
+          norm.getEpsAttr(), router.getGateAttr(), router.getBiasAttr(),
+          moe.getGateUpAttr(), moe.getDownAttr(),
+          moe.getQuant() ? *moe.getQuant() : QuantAttr(),
+          rewriter.getI64IntegerAttr(router.getType().getExperts()),
+          router.getTopKAttr(), router.getNGroupAttr(),
+          router.getTopkGroupAttr(), router.getRenormAttr(),
+          router.getScalingAttr());
+      rewriter.replaceOp(add, fused->getResults());
+      return success();
+    }
+    return failure();
+  }
+};
+
+struct ResidualFusion : public OpRewritePattern<AddOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(AddOp add,
+                                PatternRewriter &rewriter) const override {
+    for (auto [linearValue, residual] :
+         {std::pair{add.getRhs(), add.getLhs()},
+          std::pair{add.getLhs(), add.getRhs()}}) {
+      std::optional<LinearMatch> m = matchLinear(linearValue);
+      if (!m)
+        continue;
+      FusedParts parts;
+      parts.residual = residual;
+      rewriter.replaceOp(add, createFused(rewriter, add.getLoc(), add.getType(),
+                                          *m, Epilogue::residual, parts)
+                                  ->getResults());
+      return success();
+    }
+    return failure();
+  }
+};
+
+struct ArgmaxFusion : public OpRewritePattern<ArgmaxOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(ArgmaxOp op,
+                                PatternRewriter &rewriter) const override {
+    Value logits = op.getInput();
+    if (cast<RankedTensorType>(logits.getType()).getRank() != 2)
+      return failure();
+    std::optional<LinearMatch> m = matchLinear(logits, /*needSingleUse=*/false);
+    if (!m)
+      return failure();
+    bool keepLogits = !logits.hasOneUse();
+    SmallVector<Type> results{op.getType()};
+    if (keepLogits)
+      results.push_back(logits.getType());
+    FusedLinearOp fused =
+        createFused(rewriter, op.getLoc(), results, *m, Epilogue::argmax);
+    if (keepLogits)
+      rewriter.replaceAllUsesExcept(logits, fused->getResult(1), op);
+    rewriter.replaceOp(op, fused->getResult(0));
+    return success();
+  }
+};
+
+struct NormLinearFusion : public OpRewritePattern<LinearOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(LinearOp op,
+                                PatternRewriter &rewriter) const override {
+    std::optional<LinearMatch> m =
+        matchLinear(op.getResult(), /*needSingleUse=*/false);
+    if (!m || !m->norm)
+      return failure();
+    rewriter.replaceOp(op, createFused(rewriter, op.getLoc(), op.getType(), *m,
+                                       Epilogue::store)
+                               ->getResults());
+    return success();
+  }
+};
+
+struct FusePass : public impl::TileFuseBase<FusePass> {
+  void runOnOperation() override {
+    RewritePatternSet patterns(&getContext());
+    patterns.add<QueryRopeFusion, KVAppendFusion, SiluPairFusion, MoeFusion,
+                 ArgmaxFusion>(&getContext(), /*benefit=*/2);
+    patterns.add<ResidualFusion, NormLinearFusion>(&getContext(),
+                                                   /*benefit=*/1);
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+      return signalPassFailure();
+  }
+};
+
+} // namespace
+} // namespace mlir::tile
