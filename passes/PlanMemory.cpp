@@ -77,21 +77,47 @@ struct PlanMemoryPass : public impl::TilePlanMemoryBase<PlanMemoryPass> {
       return name;
     };
 
-    // Lifetimes in task indices.
+    // Lifetimes in task indices; the events of the tasks touching / writing
+    // each buffer; and what each event's completion implies (its tasks' waits,
+    // transitively).
     int64_t end = int64_t(tasks.size());
     llvm::StringMap<std::pair<int64_t, int64_t>> life;
+    llvm::StringMap<llvm::StringSet<>> touchedBy, writtenBy;
+    llvm::StringMap<llvm::StringSet<>> implies;
     for (auto [i, task] : llvm::enumerate(tasks)) {
-      auto touch = [&](ArrayAttr refs) {
+      StringRef event =
+          task.getSignalAttr() ? task.getSignalAttr().getValue() : "";
+      auto touch = [&](ArrayAttr refs, bool write) {
         for (Attribute r : refs) {
           StringRef name = root(cast<FlatSymbolRefAttr>(r).getValue());
           auto [it, fresh] = life.try_emplace(name, int64_t(i), int64_t(i));
           it->second.first = std::min(it->second.first, int64_t(i));
           it->second.second = std::max(it->second.second, int64_t(i));
+          touchedBy[name].insert(event);
+          if (write)
+            writtenBy[name].insert(event);
         }
       };
-      touch(task.getReads());
-      touch(task.getWrites());
+      touch(task.getReads(), false);
+      touch(task.getWrites(), true);
+      if (!event.empty())
+        for (Attribute w : task.getWaits()) {
+          StringRef e = cast<FlatSymbolRefAttr>(w).getValue();
+          implies[event].insert(e);
+          for (const auto &c : implies[e])
+            implies[event].insert(c.getKey());
+        }
     }
+    // Every task touching `a` completes before any task writing `b` starts.
+    auto before = [&](StringRef a, StringRef b) {
+      for (const auto &w : writtenBy[b])
+        for (const auto &t : touchedBy[a])
+          if (t.getKey().empty() || w.getKey().empty() ||
+              t.getKey() == w.getKey() ||
+              !implies[w.getKey()].contains(t.getKey()))
+            return false;
+      return true;
+    };
 
     struct Placed {
       BufferOp buffer;
@@ -135,7 +161,12 @@ struct PlanMemoryPass : public impl::TilePlanMemoryBase<PlanMemoryPass> {
         while (moved) {
           moved = false;
           for (Placed *q : done) {
-            bool timeOverlap = p->first <= q->last && q->first <= p->last;
+            StringRef pn = p->buffer.getSymName(), qn = q->buffer.getSymName();
+            bool timeOverlap =
+                (p->first <= q->last && q->first <= p->last) ||
+                p->buffer.getKind() != "activation" ||
+                q->buffer.getKind() != "activation" ||
+                !(p->last < q->first ? before(pn, qn) : before(qn, pn));
             bool spaceOverlap =
                 offset < q->offset + q->size && q->offset < offset + p->size;
             if (timeOverlap && spaceOverlap) {

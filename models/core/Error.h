@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -48,5 +49,11 @@ private:
   std::optional<T> value_;
   std::string error_;
 };
+
+/// Runs body(begin, end) over [0, n) split across the machine's cores when the
+/// work is large; each index is handled by exactly one call, so results that
+/// depend only on the index stay deterministic.
+void parallelFor(int64_t n, int64_t workPerIndex,
+                 const std::function<void(int64_t, int64_t)> &body);
 
 } // namespace tilec

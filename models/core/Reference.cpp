@@ -58,14 +58,17 @@ Tensor linear(const Tensor &x, const std::vector<float> &w, int64_t n) {
   if (int64_t(w.size()) != n * k)
     fail("linear: weight has {} values, expected {} x {}", w.size(), n, k);
   Tensor y({t, n});
-  for (int64_t i = 0; i < t; ++i)
-    for (int64_t j = 0; j < n; ++j) {
-      const float *a = x.row(i), *b = w.data() + j * k;
-      float sum = 0;
-      for (int64_t c = 0; c < k; ++c)
-        sum += a[c] * b[c];
-      y.row(i)[j] = sum;
-    }
+  // Rows of the weight in parallel; each output keeps one sequential sum.
+  parallelFor(n, t * k, [&](int64_t j0, int64_t j1) {
+    for (int64_t i = 0; i < t; ++i)
+      for (int64_t j = j0; j < j1; ++j) {
+        const float *a = x.row(i), *b = w.data() + j * k;
+        float sum = 0;
+        for (int64_t c = 0; c < k; ++c)
+          sum += a[c] * b[c];
+        y.row(i)[j] = sum;
+      }
+  });
   return y;
 }
 

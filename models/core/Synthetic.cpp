@@ -53,9 +53,11 @@ void synthesizeRaw(const WeightSpec &spec, uint64_t seed, int64_t begin,
                    int64_t count, float *out) {
   SyntheticInit init = syntheticInit(spec);
   uint64_t key = syntheticKey(seed, spec.name);
-  for (int64_t i = 0; i < count; ++i)
-    out[i] =
-        init.offset + init.scale * syntheticUniform(key, uint64_t(begin + i));
+  parallelFor(count, 8, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i)
+      out[i] =
+          init.offset + init.scale * syntheticUniform(key, uint64_t(begin + i));
+  });
 }
 
 namespace {

@@ -16,6 +16,7 @@
 #include "models/core/CheckpointWeights.h"
 #include "models/core/Config.h"
 #include "models/core/Error.h"
+#include "models/core/Formats.h"
 #include "models/core/Reference.h"
 #include "models/core/Synthetic.h"
 #include "runtime/cuda/GpuEngine.h"
@@ -33,6 +34,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -268,6 +271,71 @@ int runEngine(const RunOptions &o) {
   return 0;
 }
 
+/// `tile-run compare`: the same steps on the GPU and on the host executor, then
+/// every arena buffer compared (compile with tile-plan-memory{reuse=false} so
+/// no buffer is overwritten by a later one). Names the first buffers that
+/// differ.
+int compareExecutors(const std::string &dir, const std::string &prompt,
+                     int64_t steps, uint64_t seed) {
+  EngineManifest manifest = readEngine(dir);
+  WeightSourceSpec weights = chooseWeightSource(manifest, "", seed);
+  GpuEngineOptions gpuOptions;
+  gpuOptions.weights = weights;
+  GpuEngine gpu(dir, gpuOptions);
+  HostExecutor host(manifest, weights, HostOptions());
+  std::vector<int32_t> ids = parseIds(prompt, engineVocab(manifest));
+  int64_t T = manifest.tokens;
+  int bad = 0;
+  for (int64_t step = 0; step < steps; ++step) {
+    std::vector<int32_t> tokens(static_cast<size_t>(T)),
+        positions(static_cast<size_t>(T));
+    for (int64_t i = 0; i < T; ++i) {
+      tokens[size_t(i)] = ids[size_t((step * T + i) % int64_t(ids.size()))];
+      positions[size_t(i)] = int32_t(step * T + i);
+    }
+    gpu.step(tokens, positions);
+    host.step(tokens, positions);
+    for (const BufferInfo &b : manifest.buffers) {
+      std::vector<uint8_t> g = gpu.readBuffer(b.name);
+      const uint8_t *h = host.arena().data() + b.offset;
+      double maxDiff = 0, maxRef = 0;
+      int64_t n = 0, differ = 0;
+      for (int64_t i = 0; i + 1 < b.bytes;) {
+        double x, y;
+        if (b.dtype == "bf16") {
+          uint16_t a, c;
+          std::memcpy(&a, g.data() + i, 2);
+          std::memcpy(&c, h + i, 2);
+          x = bf16ToF32(a), y = bf16ToF32(c), i += 2;
+        } else if (b.dtype == "f32") {
+          float a, c;
+          std::memcpy(&a, g.data() + i, 4);
+          std::memcpy(&c, h + i, 4);
+          x = a, y = c, i += 4;
+        } else {
+          int32_t a, c;
+          std::memcpy(&a, g.data() + i, 4);
+          std::memcpy(&c, h + i, 4);
+          x = a, y = c, i += 4;
+        }
+        ++n;
+        differ += x != y;
+        maxDiff = std::max(maxDiff, std::fabs(x - y));
+        maxRef = std::max(maxRef, std::fabs(y));
+      }
+      double rel = maxRef > 0 ? maxDiff / maxRef : maxDiff;
+      bool wrong = b.dtype == "i32" ? differ > 0 : rel > 2e-2;
+      std::cout << fmt::format(
+          "step {} {:<40} {:>4} {:>8} elems, {:>6} differ, max |gpu-host| "
+          "{:.3e} ({:.1e} of max |host|){}\n",
+          step, b.name, b.dtype, n, differ, maxDiff, rel,
+          wrong ? "  <-- WRONG" : "");
+      bad += wrong;
+    }
+  }
+  return bad ? 1 : 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -365,6 +433,21 @@ int main(int argc, char **argv) {
                       "Architecture (default: the engine's, e.g. sm_90a)");
   compile->add_flag("--no-cache", compileNoCache, "Compile even if cached");
 
+  CLI::App *compareCmd = app.add_subcommand(
+      "compare", "Run steps on the GPU and the host executor and compare every "
+                 "arena buffer (debugging; compile with "
+                 "tile-plan-memory{reuse=false})");
+  std::string compareDir, comparePrompt = "3,1,4,1,5,9,2,6";
+  int64_t compareSteps = 2;
+  uint64_t compareSeed = 0;
+  compareCmd->add_option("engine", compareDir, "Engine directory")->required();
+  compareCmd->add_option("--prompt-ids", comparePrompt,
+                         "Token ids fed step by step");
+  compareCmd->add_option("--steps", compareSteps, "Steps to run")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  compareCmd->add_option("--seed", compareSeed,
+                         "Seed of the synthetic weights");
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (app.got_subcommand("presets")) {
@@ -398,6 +481,9 @@ int main(int argc, char **argv) {
         std::cerr << result.log << "\n";
       return 0;
     }
+    if (compareCmd->parsed())
+      return compareExecutors(compareDir, comparePrompt, compareSteps,
+                              compareSeed);
     if (reference->parsed())
       return runReference(refModel, refPrompt, refCount, refSynthetic, refSeed,
                           refJson);
