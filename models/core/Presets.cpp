@@ -151,6 +151,32 @@ Model mimoV25Pro() {
   return {t, d, "", ""};
 }
 
+// MiMo-V2.5-Pro's per-layer shapes (hidden 6144, 128/8 heads of 192/128, window
+// 128, dense 16384, experts of 2048 in MXFP4, FP8 attention) in two layers with
+// 16 experts and a small vocabulary, with a one-layer Pro-shaped drafter: small
+// enough for the CPU reference and the host executor, large enough to exercise
+// the full-size task bodies on a GPU.
+Model proSlice() {
+  Model m = mimoV25Pro();
+  TargetConfig &t = m.target;
+  t.name = "pro-slice";
+  t.vocabSize = 8192;
+  t.numLayers = 2;
+  t.layerTypes = {AttentionKind::Full, AttentionKind::Sliding};
+  t.mlpTypes = {MlpKind::Dense, MlpKind::Sparse};
+  t.numExperts = 16;
+  t.maxPositionEmbeddings = 4096;
+  t.eosTokenIds = {};
+  // The Pro drafter's layer shapes, one layer deep, tapping both target layers.
+  DrafterConfig &d = *m.drafter;
+  d.numLayers = 1;
+  d.layerTypes.resize(1);
+  d.causal.resize(1);
+  d.targetLayerIds = {0, 1};
+  d.maskTokenId = t.vocabSize - 1;
+  return m;
+}
+
 Model mimoV2Flash() {
   TargetConfig t;
   t.name = "mimo-v2-flash";
@@ -284,6 +310,7 @@ presetTable() {
                {"tiny-groups", tinyGroups},
                {"tiny-window", tinyWindow},
                {"tiny-pro", tinyPro},
+               {"pro-slice", proSlice},
                {"mimo-v2-flash", mimoV2Flash},
                {"mimo-v2.5-pro", mimoV25Pro}};
   return table;
