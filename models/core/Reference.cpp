@@ -469,6 +469,8 @@ ReferenceModel::forward(const std::vector<int32_t> &tokens, bool keepHidden) {
   }
   Tensor normed =
       ref::rmsNorm(x, weight("model.norm.weight", {h}), c.rmsNormEps);
+  if (keepHidden)
+    out.normed = normed;
   out.logits = ref::linear(normed, weight("lm_head.weight", {c.vocabSize, h}),
                            c.vocabSize);
   return out;

@@ -129,6 +129,7 @@ public:
   struct Output {
     ref::Tensor logits;              // [T, vocab]
     std::vector<ref::Tensor> hidden; // after each layer, [T, hidden] (if asked)
+    ref::Tensor normed;              // the final norm's output (if asked)
   };
   /// Runs `tokens` at positions length() .. length() + T - 1 and appends their
   /// keys and values to the caches.

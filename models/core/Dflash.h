@@ -1,0 +1,99 @@
+//===- Dflash.h - The DFlash drafter and speculative loop on the CPU -*- C++
+//-*-===//
+//
+// The reference for DFlash block-diffusion drafting (MODELS.md "DFlash
+// speculative decoding"): the drafter's context features (the target's hidden
+// states after the tapped layers, the last layer's being the final norm's
+// output as in transformers' hidden_states, through fc and hidden_norm,
+// projected into every drafter layer's keys and values and cached), the draft
+// of a block [t_s, MASK x (B-1)] attending to that context and to itself, and
+// the greedy verify / accept / commit / crop loop, whose output equals plain
+// greedy decoding of the target.
+//
+//===----------------------------------------------------------------------===//
+#pragma once
+
+#include "models/core/Reference.h"
+
+#include <memory>
+#include <vector>
+
+namespace tilec {
+namespace ref {
+
+struct BlockAttentionParams {
+  double scale = 1.0, valueScale = 1.0;
+  int64_t window = 0; // 0: no window
+  bool causal = false;
+  const std::vector<float> *sinks = nullptr;
+};
+
+/// The drafter's attention: queries of the block at positions start + i attend
+/// to the cached context (positions 0 .. context.length() - 1) and to the
+/// block's own keys (positions start + j), where a key at position j is visible
+/// from position p when (causal: j <= p) and (window W: p - j < W and, when not
+/// causal, j - p < W). Returns [B, heads, vDim].
+Tensor blockAttention(const Tensor &q, int64_t start, const KVCache &context,
+                      const Tensor &blockKeys, const Tensor &blockValues,
+                      const BlockAttentionParams &params);
+
+} // namespace ref
+
+/// The DFlash drafter (no embedding or lm_head of its own: the target's).
+class ReferenceDrafter {
+public:
+  ReferenceDrafter(const DrafterConfig &drafter, const TargetConfig &target,
+                   WeightSource &weights);
+
+  /// Appends the context features of `n` committed positions starting at
+  /// contextLength(): `taps` is [n, taps * hidden], the target's hidden states
+  /// after each target_layer_id (in that order) at those positions.
+  void appendContext(const ref::Tensor &taps);
+  int64_t contextLength() const;
+  void truncateContext(int64_t length);
+
+  /// Drafts the block [lastToken, MASK x (B-1)] at positions start .. start+B-1
+  /// (start == contextLength()): logits [B, vocab] (slots 1 .. B-1 are the
+  /// draft).
+  ref::Tensor draft(int32_t lastToken, int64_t start, int64_t blockSize);
+
+private:
+  const std::vector<float> &weight(const std::string &name,
+                                   const std::vector<int64_t> &shape);
+  DrafterConfig d_;
+  TargetConfig t_;
+  WeightSource &weights_;
+  std::map<std::string, std::vector<float>> cache_;
+  std::vector<ref::KVCache> context_;
+};
+
+/// Greedy speculative decoding with DFlash on the reference models.
+class DflashReference {
+public:
+  DflashReference(const Model &model, WeightSource &weights);
+
+  struct Stats {
+    std::vector<int64_t> accepted; // tokens committed per verify step (1 .. B)
+    std::vector<std::vector<int32_t>>
+        blocks; // what the target verified per step
+    std::vector<ref::Tensor>
+        draftLogits; // [B-1, vocab] per step (drafter in use)
+    double meanAccepted() const;
+  };
+  /// Prefill with `prompt`, then decode `count` tokens with blocks of
+  /// `blockSize` (0: the drafter's). With `oracle` (a greedy continuation of
+  /// the prompt, at least `count` long) the drafts are taken from it instead of
+  /// the drafter: every block is accepted whole, which exercises commit and
+  /// crop.
+  std::vector<int32_t> generate(const std::vector<int32_t> &prompt,
+                                int64_t count, int64_t blockSize = 0,
+                                Stats *stats = nullptr,
+                                const std::vector<int32_t> *oracle = nullptr);
+
+private:
+  ref::Tensor taps(const ReferenceModel::Output &out, int64_t rows) const;
+  const Model &model_;
+  WeightSource &weights_;
+};
+
+} // namespace tilec

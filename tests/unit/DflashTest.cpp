@@ -1,0 +1,200 @@
+//===- DflashTest.cpp - The DFlash reference: drafter and speculative loop
+//-===//
+//
+// The drafter against z-lab/dflash (tests/fixtures/dflash, made by
+// tests/oracle/dflash_oracle.py): the same blocks verified step by step and the
+// same draft logits. Then the loop's own properties on the presets: greedy
+// DFlash equals plain greedy decoding of the target for every block size, the
+// oracle-draft mode accepts whole blocks, and the caches stay consistent over
+// 1000+ steps past both sliding windows.
+//
+//===----------------------------------------------------------------------===//
+#include "models/core/Dflash.h"
+#include "models/core/CheckpointWeights.h"
+#include "models/core/Error.h"
+#include "models/core/Safetensors.h"
+#include "models/core/Synthetic.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+using namespace tilec;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<int32_t> promptFor(const Model &model, int n, int salt) {
+  std::vector<int32_t> p;
+  for (int i = 0; i < n; ++i)
+    p.push_back(
+        int32_t((i * 53 + salt * 17 + 5) % (model.target.vocabSize - 1)));
+  return p;
+}
+
+class ZlabOracle : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ZlabOracle, SameBlocksAndDraftLogits) {
+  const char *src = std::getenv("TILEC_SOURCE_DIR");
+  fs::path dir =
+      fs::path(src ? src : ".") / "tests" / "fixtures" / "dflash" / GetParam();
+  nlohmann::json meta =
+      nlohmann::json::parse(std::ifstream(dir / "expected.json"));
+  std::vector<int32_t> prompt = meta["prompt"].get<std::vector<int32_t>>();
+  std::vector<int32_t> tokens = meta["tokens"].get<std::vector<int32_t>>();
+  auto blocks =
+      meta["verified_blocks"].get<std::vector<std::vector<int32_t>>>();
+  auto accepted = meta["accepted"].get<std::vector<int64_t>>();
+  int64_t B = meta["block_size"].get<int64_t>();
+
+  Model model = loadModel(dir.string());
+  ASSERT_TRUE(model.drafter);
+  EXPECT_EQ(model.drafter->blockSize, B);
+  CheckpointWeights weights(dir.string(), model.drafterDir);
+  DflashReference dflash(model, weights);
+  // The reference loop stops once it has committed `new` tokens, not counting
+  // the bonus token: one more than ours.
+  DflashReference::Stats stats;
+  std::vector<int32_t> out =
+      dflash.generate(prompt, int64_t(tokens.size()) + 1, 0, &stats);
+  EXPECT_EQ(std::vector<int32_t>(out.begin(), out.end() - 1), tokens);
+  EXPECT_EQ(stats.blocks, blocks);
+  EXPECT_EQ(stats.accepted, accepted);
+
+  SafetensorsFile expected =
+      SafetensorsFile::open((dir / "expected.safetensors").string());
+  TensorInfo logits = expected.tensor("draft_logits");
+  ASSERT_EQ(int64_t(stats.draftLogits.size()), logits.shape[0]);
+  const float *want = reinterpret_cast<const float *>(logits.data);
+  double diff = 0, norm = 0;
+  for (const ref::Tensor &step : stats.draftLogits)
+    for (float got : step.data) {
+      diff += double(got - *want) * double(got - *want);
+      norm += double(*want) * double(*want);
+      ++want;
+    }
+  EXPECT_LT(std::sqrt(diff / norm), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, ZlabOracle,
+                         ::testing::Values("block4", "block8"));
+
+/// Greedy DFlash is lossless: the tokens of plain greedy decoding, for block
+/// sizes 1 to 8 on every CPU-sized preset (its drafter accepts little, which
+/// exercises rejection at every slot).
+TEST(DflashReference, GreedyIsLossless) {
+  for (const char *name : {"tiny", "tiny-groups", "tiny-window", "tiny-pro"}) {
+    Model model = loadModel(name);
+    SyntheticWeights weights(model, 3);
+    std::vector<int32_t> prompt = promptFor(model, 7, 1);
+    ReferenceModel target(model.target, weights);
+    std::vector<int32_t> greedy = target.generateGreedy(prompt, 24);
+    DflashReference dflash(model, weights);
+    for (int64_t B : {1, 2, 4, 8}) {
+      SCOPED_TRACE(std::string(name) + " B=" + std::to_string(B));
+      DflashReference::Stats stats;
+      EXPECT_EQ(dflash.generate(prompt, 24, B, &stats), greedy);
+      for (int64_t a : stats.accepted) {
+        EXPECT_GE(a, 1);
+        EXPECT_LE(a, B);
+      }
+    }
+  }
+}
+
+/// Drafts taken from the greedy continuation are accepted whole: accepted
+/// length B at every step, and still the greedy tokens.
+TEST(DflashReference, OracleDraftsAreAcceptedWhole) {
+  for (const char *name : {"tiny", "tiny-window"}) {
+    Model model = loadModel(name);
+    SyntheticWeights weights(model, 4);
+    std::vector<int32_t> prompt = promptFor(model, 5, 2);
+    ReferenceModel target(model.target, weights);
+    std::vector<int32_t> greedy = target.generateGreedy(prompt, 48);
+    DflashReference dflash(model, weights);
+    for (int64_t B : {2, 5, 8}) {
+      SCOPED_TRACE(std::string(name) + " B=" + std::to_string(B));
+      DflashReference::Stats stats;
+      EXPECT_EQ(dflash.generate(prompt, 40, B, &stats, &greedy),
+                std::vector<int32_t>(greedy.begin(), greedy.begin() + 40));
+      for (int64_t a : stats.accepted)
+        EXPECT_EQ(a, B);
+      EXPECT_DOUBLE_EQ(stats.meanAccepted(), double(B));
+    }
+  }
+}
+
+/// 1000+ verify steps, far past the target's window (8) and the drafter's (16):
+/// still lossless, and the drafter's incrementally built context cache gives
+/// the same draft as one rebuilt from the whole committed sequence at once.
+TEST(DflashReference, CachesStayConsistentOverLongRuns) {
+  Model model = loadModel("tiny");
+  SyntheticWeights weights(model, 5);
+  std::vector<int32_t> prompt = promptFor(model, 3, 3);
+  const int64_t steps = 1100, B = 4;
+  ReferenceModel target(model.target, weights);
+  std::vector<int32_t> greedy = target.generateGreedy(prompt, steps * B + B);
+
+  DflashReference dflash(model, weights);
+  DflashReference::Stats stats;
+  std::vector<int32_t> out =
+      dflash.generate(prompt, steps * B, B, &stats, &greedy);
+  EXPECT_EQ(out,
+            std::vector<int32_t>(greedy.begin(), greedy.begin() + steps * B));
+  EXPECT_EQ(int64_t(stats.accepted.size()), steps);
+
+  // The last step's draft again, from a drafter fed the whole context at once.
+  std::vector<int32_t> sequence = prompt;
+  sequence.insert(sequence.end(), out.begin(), out.end() - B);
+  ReferenceModel fresh(model.target, weights);
+  ReferenceModel::Output all = fresh.forward(sequence, /*keepHidden=*/true);
+  const DrafterConfig &d = *model.drafter;
+  int64_t H = model.target.hiddenSize, n = int64_t(d.targetLayerIds.size());
+  ref::Tensor taps({int64_t(sequence.size()), n * H});
+  for (int64_t r = 0; r < taps.dim(0); ++r)
+    for (int64_t k = 0; k < n; ++k) {
+      int64_t id = d.targetLayerIds[size_t(k)];
+      const ref::Tensor &h = id == model.target.numLayers - 1
+                                 ? all.normed
+                                 : all.hidden[size_t(id)];
+      std::copy_n(h.row(r), H, taps.row(r) + k * H);
+    }
+  ReferenceDrafter drafter(d, model.target, weights);
+  drafter.appendContext(taps);
+  ref::Tensor again =
+      drafter.draft(out[out.size() - size_t(B)], int64_t(sequence.size()), B);
+  const ref::Tensor &last = stats.draftLogits.back();
+  ASSERT_EQ(again.data.size(), last.data.size() + size_t(again.dim(1)));
+  for (size_t i = 0; i < last.data.size(); ++i)
+    ASSERT_NEAR(last.data[i], again.data[size_t(again.dim(1)) + i], 1e-4) << i;
+}
+
+TEST(DflashReference, BadArgumentsAreNamed) {
+  Model model = loadModel("tiny");
+  SyntheticWeights weights(model, 1);
+  DflashReference dflash(model, weights);
+  std::vector<int32_t> prompt = promptFor(model, 3, 0);
+  auto message = [&](int64_t B, const std::vector<int32_t> *oracle) {
+    try {
+      dflash.generate(prompt, 8, B, nullptr, oracle);
+    } catch (const Error &e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message(17, nullptr).find("block size 17 is out of range"),
+            std::string::npos);
+  std::vector<int32_t> shortOracle(4, 0);
+  EXPECT_NE(message(4, &shortOracle).find("oracle continuation has 4 tokens"),
+            std::string::npos);
+  Model plain = model;
+  plain.drafter.reset();
+  EXPECT_THROW(DflashReference(plain, weights), Error);
+}
+
+} // namespace
