@@ -18,6 +18,10 @@ using namespace mlir::tile;
 
 namespace {
 
+/// Argument words of this many (kHigh + i) store their value in the high 32
+/// bits of argument word i (two f32 in one word: TaskAbi.h).
+constexpr int kHigh = 100;
+
 struct FamilyInfo {
   const char *name, *function;
   TilecTaskFamily family;
@@ -41,7 +45,7 @@ const std::vector<FamilyInfo> &families() {
        "linear_task",
        TILEC_TASK_LINEAR,
        {"T", "K", "N", "tile", "format", "prologue", "epilogue", "heads",
-        "head_dim", "rotary_dim", "capacity"},
+        "head_dim", "rotary_dim", "capacity", "head_norm", "logit_cap"},
        {{"x", TILEC_LIN_X},
         {"w", TILEC_LIN_W},
         {"n0", TILEC_LIN_N0},
@@ -54,12 +58,16 @@ const std::vector<FamilyInfo> &families() {
         {"pos", TILEC_LIN_POS},
         {"theta", TILEC_LIN_THETA},
         {"partial", TILEC_LIN_PARTIAL},
-        {"tile", TILEC_LIN_TILE}}},
+        {"tile", TILEC_LIN_TILE},
+        {"hnorm_w", TILEC_LIN_HNORM_W},
+        {"heps", kHigh + TILEC_LIN_EPS},
+        {"multiplier", TILEC_LIN_THETA},
+        {"softcap", kHigh + TILEC_LIN_THETA}}},
       {"attention",
        "attention_task",
        TILEC_TASK_ATTENTION,
        {"T", "q_heads", "kv_heads", "head_dim", "v_dim", "window", "capacity",
-        "sinks"},
+        "sinks", "mask"},
        {{"q", TILEC_ATT_Q},
         {"kcache", TILEC_ATT_KCACHE},
         {"vcache", TILEC_ATT_VCACHE},
@@ -120,6 +128,37 @@ const std::vector<FamilyInfo> &families() {
        {{"partial", TILEC_AMX_PARTIAL},
         {"tiles", TILEC_AMX_TILES},
         {"out", TILEC_AMX_OUT}}},
+      {"concat",
+       "concat_task",
+       TILEC_TASK_CONCAT,
+       {"T", "W", "OUT_W", "norm"},
+       {{"x", TILEC_CAT_X},
+        {"out", TILEC_CAT_OUT},
+        {"offset", TILEC_CAT_OFFSET},
+        {"col0", TILEC_CAT_COL0},
+        {"col1", TILEC_CAT_COL1},
+        {"norm_w", TILEC_CAT_NORM_W},
+        {"eps", TILEC_CAT_EPS}}},
+      {"spec_accept",
+       "spec_accept_task",
+       TILEC_TASK_SPEC_ACCEPT,
+       {"T", "mask_token"},
+       {{"draft", TILEC_ACC_DRAFT},
+        {"predicted", TILEC_ACC_PREDICTED},
+        {"pos", TILEC_ACC_POS},
+        {"forced", TILEC_ACC_FORCED},
+        {"out", TILEC_ACC_OUT},
+        {"next", TILEC_ACC_NEXT},
+        {"next_pos", TILEC_ACC_NEXT_POS}}},
+      {"spec_update",
+       "spec_update_task",
+       TILEC_TASK_SPEC_UPDATE,
+       {"T"},
+       {{"next", TILEC_UPD_NEXT},
+        {"drafted", TILEC_UPD_DRAFTED},
+        {"next_pos", TILEC_UPD_NEXT_POS},
+        {"tokens", TILEC_UPD_TOKENS},
+        {"positions", TILEC_UPD_POSITIONS}}},
   };
   return table;
 }
@@ -228,6 +267,11 @@ LogicalResult mlir::tile::generateEngine(ModuleOp module, StringRef name,
   m.positionsBuffer = strAttr("positions_buffer");
   m.logitsBuffer = strAttr("logits_buffer");
   m.argmaxBuffer = strAttr("argmax_buffer");
+  m.spec.outBuffer = strAttr("spec_out_buffer");
+  m.spec.draftLogitsBuffer = strAttr("spec_draft_logits_buffer");
+  m.spec.tokensBuffer = strAttr("spec_tokens_buffer");
+  m.spec.positionsBuffer = strAttr("spec_positions_buffer");
+  m.spec.forcedBuffer = strAttr("spec_forced_buffer");
   m.arenaBytes = intAttr("arena_bytes");
   m.kvBytes = intAttr("kv_bytes");
   m.weightBytes = intAttr("weight_bytes");
@@ -336,12 +380,23 @@ LogicalResult mlir::tile::generateEngine(ModuleOp module, StringRef name,
         return task.emitOpError()
                << "codegen: family " << family->name << " has no argument '"
                << arg.getName() << "'";
-      long long &word = r.w[TILEC_W_ARG0 + slot->second];
+      bool high = slot->second >= kHigh;
+      long long &word = r.w[TILEC_W_ARG0 + slot->second % kHigh];
       Attribute value = arg.getValue();
-      if (auto i = dyn_cast<IntegerAttr>(value)) {
+      if (high) {
+        auto f = dyn_cast<FloatAttr>(value);
+        if (!f)
+          return task.emitOpError() << "codegen: argument '" << arg.getName()
+                                    << "' must be an f32";
+        // The low half (another argument) keeps its bits; -1 = unset.
+        long long low = word == -1 ? 0 : (word & 0xffffffffLL);
+        word = (floatBits(f) << 32) | low;
+      } else if (auto i = dyn_cast<IntegerAttr>(value)) {
         word = i.getInt();
       } else if (auto f = dyn_cast<FloatAttr>(value)) {
-        word = floatBits(f);
+        // Keep a high half already stored by another argument.
+        long long high32 = word == -1 ? 0 : (word & ~0xffffffffLL);
+        word = high32 | floatBits(f);
       } else if (auto ref = dyn_cast<FlatSymbolRefAttr>(value)) {
         StringRef sym = ref.getValue();
         if (bufferOffset.count(sym)) {

@@ -2,14 +2,19 @@
 //--===//
 //
 // Patterns, each rooted at the consumer:
-//   rope(reshape(linear))                   -> fused_linear epilogue(rope)
+//   attention(block(k, v))                  -> kv_append(k, v) + attention
+//                                              over the cache (the drafter)
+//   rope([rms_norm3](reshape(linear)))      -> fused_linear epilogue(rope)
+//                                              [head_norm]
 //   kv_append(rope(reshape(linear_k)),
 //             reshape(linear_v))             -> fused_linear rope_kcache +
 //             vcache
 //   silu_mul(linear_g(h), linear_u(h))      -> fused_linear epilogue(silu_pair)
 //   add(x, moe(n, router(n))), n = norm(x)  -> fused_moe
 //   add(r, linear(y))                       -> fused_linear epilogue(residual)
-//   argmax(linear(h))                       -> fused_linear epilogue(argmax)
+//   argmax([logit_cap](linear(h)))          -> fused_linear epilogue(argmax)
+//                                              [logit_cap]
+//   concat(..., rms_norm(x), ...)           -> concat {norms}
 //   linear(rms_norm(x))                     -> fused_linear norm(...)
 //   epilogue(store)
 // A linear's input produced by rms_norm becomes the fused op's prologue. Every
@@ -72,9 +77,9 @@ std::optional<LinearMatch> matchLinear(Value value, bool needSingleUse = true) {
 
 struct FusedParts {
   Value positions, residual;
-  FlatSymbolRefAttr weight2, cache;
+  FlatSymbolRefAttr weight2, cache, headNorm;
   IntegerAttr rotaryDim;
-  FloatAttr theta;
+  FloatAttr theta, headEps, logitMultiplier, logitSoftcap;
 };
 
 FusedLinearOp createFused(PatternRewriter &rewriter, Location loc,
@@ -84,7 +89,8 @@ FusedLinearOp createFused(PatternRewriter &rewriter, Location loc,
       rewriter, loc, results, m.input, parts.positions, parts.residual,
       m.weight, parts.weight2, m.quant, m.norm, m.eps,
       EpilogueAttr::get(rewriter.getContext(), epilogue), parts.rotaryDim,
-      parts.theta, parts.cache);
+      parts.theta, parts.cache, parts.headNorm, parts.headEps,
+      parts.logitMultiplier, parts.logitSoftcap);
 }
 
 /// The value a reshape (single use) views, or the value itself.
@@ -95,6 +101,42 @@ Value throughReshape(Value value) {
   return {};
 }
 
+/// The linear under a RoPE's input: reshape(linear), optionally through a
+/// per-head rms_norm (DFlash's q_norm / k_norm), which `parts` records.
+std::optional<LinearMatch> matchHeads(Value value, FusedParts &parts) {
+  if (auto norm = value.getDefiningOp<RmsNormOp>()) {
+    if (!norm->hasOneUse() ||
+        cast<RankedTensorType>(norm.getType()).getRank() != 3)
+      return std::nullopt;
+    parts.headNorm = norm.getWeightAttr();
+    parts.headEps = norm.getEpsAttr();
+    value = norm.getInput();
+  }
+  return matchLinear(throughReshape(value));
+}
+
+/// The drafter's block keys and values go into its context cache at the
+/// block's positions (slots the next verify overwrites): the attention then
+/// reads one cache, up to the block's last position when bidirectional.
+struct BlockAttentionToCache : public OpRewritePattern<AttentionOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(AttentionOp op,
+                                PatternRewriter &rewriter) const override {
+    if (!op.getBlockKeys())
+      return failure();
+    Value token = KVAppendOp::create(
+        rewriter, op.getLoc(), rewriter.getType<TokenType>(), op.getBlockKeys(),
+        op.getBlockValues(), op.getPositions(), op.getCacheAttr());
+    SmallVector<Value> after(op.getAfter().begin(), op.getAfter().end());
+    after.push_back(token);
+    rewriter.replaceOpWithNewOp<AttentionOp>(
+        op, op.getType(), op.getQuery(), op.getPositions(), op.getCacheAttr(),
+        after, Value(), Value(), op.getSinksAttr(), op.getMaskAttr(),
+        op.getScaleAttr(), op.getValueScaleAttr(), op.getWindowAttr());
+    return success();
+  }
+};
+
 struct QueryRopeFusion : public OpRewritePattern<RopeOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(RopeOp rope,
@@ -102,10 +144,10 @@ struct QueryRopeFusion : public OpRewritePattern<RopeOp> {
     for (Operation *user : rope->getUsers())
       if (isa<KVAppendOp>(user))
         return failure(); // keys go into the cache: KVAppendFusion's case
-    std::optional<LinearMatch> m = matchLinear(throughReshape(rope.getInput()));
+    FusedParts parts;
+    std::optional<LinearMatch> m = matchHeads(rope.getInput(), parts);
     if (!m)
       return failure();
-    FusedParts parts;
     parts.positions = rope.getPositions();
     parts.rotaryDim = rope.getRotaryDimAttr();
     parts.theta = rope.getThetaAttr();
@@ -125,7 +167,8 @@ struct KVAppendFusion : public OpRewritePattern<KVAppendOp> {
     if (!rope || !rope->hasOneUse() ||
         rope.getPositions() != append.getPositions())
       return failure();
-    std::optional<LinearMatch> k = matchLinear(throughReshape(rope.getInput()));
+    FusedParts kParts, vParts;
+    std::optional<LinearMatch> k = matchHeads(rope.getInput(), kParts);
     std::optional<LinearMatch> v =
         matchLinear(throughReshape(append.getValues()));
     if (!k || !v)
@@ -135,7 +178,6 @@ struct KVAppendFusion : public OpRewritePattern<KVAppendOp> {
       if (!isa<AttentionOp>(user))
         return failure();
     Type token = append.getType();
-    FusedParts kParts, vParts;
     kParts.positions = vParts.positions = append.getPositions();
     kParts.cache = vParts.cache = append.getCacheAttr();
     kParts.rotaryDim = rope.getRotaryDimAttr();
@@ -238,18 +280,70 @@ struct ArgmaxFusion : public OpRewritePattern<ArgmaxOp> {
     Value logits = op.getInput();
     if (cast<RankedTensorType>(logits.getType()).getRank() != 2)
       return failure();
-    std::optional<LinearMatch> m = matchLinear(logits, /*needSingleUse=*/false);
+    FusedParts parts;
+    Value raw = logits;
+    if (auto cap = logits.getDefiningOp<LogitCapOp>()) {
+      if (!cap.getInput().hasOneUse())
+        return failure(); // the uncapped logits are needed elsewhere
+      raw = cap.getInput();
+      parts.logitMultiplier = cap.getMultiplierAttr();
+      parts.logitSoftcap = cap.getSoftcapAttr();
+    }
+    std::optional<LinearMatch> m =
+        matchLinear(raw, /*needSingleUse=*/raw != logits);
     if (!m)
       return failure();
     bool keepLogits = !logits.hasOneUse();
     SmallVector<Type> results{op.getType()};
     if (keepLogits)
       results.push_back(logits.getType());
-    FusedLinearOp fused =
-        createFused(rewriter, op.getLoc(), results, *m, Epilogue::argmax);
+    FusedLinearOp fused = createFused(rewriter, op.getLoc(), results, *m,
+                                      Epilogue::argmax, parts);
     if (keepLogits)
       rewriter.replaceAllUsesExcept(logits, fused->getResult(1), op);
     rewriter.replaceOp(op, fused->getResult(0));
+    return success();
+  }
+};
+
+/// concat(..., rms_norm(x), ...) -> concat(..., x, ...) {norms}: DFlash's tap
+/// of the last target layer is the final norm's output, which only the lm_head
+/// (as its prologue) and this concat read.
+struct ConcatNormFusion : public OpRewritePattern<ConcatOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(ConcatOp op,
+                                PatternRewriter &rewriter) const override {
+    auto type = cast<RankedTensorType>(op.getType());
+    if (op.getAxis() != type.getRank() - 1)
+      return failure();
+    SmallVector<Attribute> norms;
+    if (auto existing = op.getNorms())
+      norms.assign(existing->begin(), existing->end());
+    else
+      norms.assign(op.getInputs().size(), rewriter.getUnitAttr());
+    std::optional<double> eps;
+    if (op.getEps())
+      eps = op.getEps()->convertToDouble();
+    SmallVector<Value> inputs(op.getInputs().begin(), op.getInputs().end());
+    bool changed = false;
+    for (auto [i, input] : llvm::enumerate(inputs)) {
+      auto norm = input.getDefiningOp<RmsNormOp>();
+      if (!norm || !isa<UnitAttr>(norms[i]) ||
+          cast<RankedTensorType>(norm.getType()).getRank() != 2)
+        continue;
+      double e = norm.getEps().convertToDouble();
+      if (eps && *eps != e)
+        continue; // one eps per concat
+      eps = e;
+      norms[i] = norm.getWeightAttr();
+      input = norm.getInput();
+      changed = true;
+    }
+    if (!changed)
+      return failure();
+    rewriter.replaceOpWithNewOp<ConcatOp>(
+        op, op.getType(), inputs, op.getAxisAttr(),
+        rewriter.getArrayAttr(norms), rewriter.getF64FloatAttr(*eps));
     return success();
   }
 };
@@ -272,8 +366,9 @@ struct NormLinearFusion : public OpRewritePattern<LinearOp> {
 struct FusePass : public impl::TileFuseBase<FusePass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
+    patterns.add<BlockAttentionToCache>(&getContext(), /*benefit=*/3);
     patterns.add<QueryRopeFusion, KVAppendFusion, SiluPairFusion, MoeFusion,
-                 ArgmaxFusion>(&getContext(), /*benefit=*/2);
+                 ArgmaxFusion, ConcatNormFusion>(&getContext(), /*benefit=*/2);
     patterns.add<ResidualFusion, NormLinearFusion>(&getContext(),
                                                    /*benefit=*/1);
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))

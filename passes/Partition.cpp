@@ -13,10 +13,12 @@
 
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/DenseSet.h"
+#include "llvm/ADT/SetVector.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringSet.h"
 #include "llvm/Support/MathExtras.h"
 
+#include <array>
 #include <cmath>
 
 namespace mlir::tile {
@@ -107,6 +109,10 @@ private:
   LogicalResult partitionLinear(Operation *op);
   LogicalResult partitionAttention(AttentionOp op);
   LogicalResult partitionMoe(FusedMoeOp op);
+  LogicalResult partitionConcat(ConcatOp op);
+  LogicalResult partitionAccept(AcceptOp op);
+  LogicalResult partitionSpecUpdate(SpecUpdateOp op);
+  StringRef stateBuffer(StringRef state);
 
   ModuleOp module;
   func::FuncOp fn;
@@ -120,6 +126,9 @@ private:
   DenseMap<Value, std::string> buffers;
   llvm::StringSet<> symbols;
   llvm::StringMap<std::string> writerGroup; // buffer -> group that writes it
+  /// buffer -> groups that read it since its last write (a later writer
+  /// waits for them: state and caches are updated in place).
+  llvm::StringMap<SmallVector<std::string>> readerGroups;
   llvm::StringMap<std::string> viewOf; // view buffer -> the buffer it views
   llvm::StringMap<llvm::DenseSet<StringRef>>
       covers; // event -> events it implies
@@ -131,6 +140,7 @@ private:
   // The group being built: its tasks' op name, and the event they signal.
   std::string opLabel, group;
   SmallVector<TaskOp> groupTasks;
+  llvm::SetVector<StringRef> groupReads, groupWrites;
   std::string positionsBuffer, tokensBuffer;
 };
 
@@ -208,6 +218,8 @@ void Partitioner::beginGroup(const std::string &name,
   opLabel = name;
   group = !event.empty() ? event : name;
   groupTasks.clear();
+  groupReads.clear();
+  groupWrites.clear();
   std::string symbol = "ev." + group;
   if (!symbols.contains(symbol)) {
     symbols.insert(symbol);
@@ -221,6 +233,15 @@ LogicalResult Partitioner::endGroup(Operation *op) {
   auto eventOp = cast<EventOp>(
       mlir::SymbolTable::lookupSymbolIn(program, StringAttr::get(ctx, event)));
   eventOp.setSignals(eventOp.getSignals() + int64_t(groupTasks.size()));
+  for (StringRef r : groupReads) {
+    SmallVector<std::string> &list = readerGroups[r];
+    if (!llvm::is_contained(list, group))
+      list.push_back(group);
+  }
+  for (StringRef w : groupWrites) {
+    writerGroup[w] = group;
+    readerGroups[w].clear();
+  }
   llvm::DenseSet<StringRef> &mine = covers[eventOp.getSymName()];
   for (TaskOp t : groupTasks) {
     t.setSignalAttr(sym(eventOp.getSymName()));
@@ -242,15 +263,31 @@ void Partitioner::task(StringRef family, Operation *op,
   // Waits: the groups that wrote what this task reads, minus those implied by
   // another wait.
   SmallVector<StringRef> waits;
-  for (StringRef r : reads) {
+  auto root = [&](StringRef r) {
     while (viewOf.count(r)) // a view's bytes are its root's
       r = viewOf[r];
-    auto it = writerGroup.find(r);
-    if (it == writerGroup.end() || it->second == group)
-      continue;
-    StringRef e = symbols.find("ev." + it->second)->getKey();
+    return r;
+  };
+  auto waitFor = [&](const std::string &other) {
+    if (other == group)
+      return;
+    StringRef e = symbols.find("ev." + other)->getKey();
     if (!llvm::is_contained(waits, e))
       waits.push_back(e);
+  };
+  for (StringRef r : reads) {
+    auto it = writerGroup.find(root(r));
+    if (it != writerGroup.end())
+      waitFor(it->second);
+  }
+  // Writes after earlier writes (caches: the drafter's block overwrites
+  // context slots) and after earlier reads (state updated in place).
+  for (StringRef w : writes) {
+    StringRef r = root(w);
+    if (auto it = writerGroup.find(r); it != writerGroup.end())
+      waitFor(it->second);
+    for (const std::string &reader : readerGroups.lookup(r))
+      waitFor(reader);
   }
   SmallVector<Attribute> kept;
   for (StringRef e : waits) {
@@ -278,8 +315,12 @@ void Partitioner::task(StringRef family, Operation *op,
            b.getNamedAttr("flops", b.getI64IntegerAttr(flops))}),
       RoleAttr(), prefetch ? b.getUnitAttr() : UnitAttr());
   groupTasks.push_back(t);
+  // What the group read and wrote takes effect when it ends, so that all its
+  // tasks wait for the same earlier groups.
+  for (StringRef r : reads)
+    groupReads.insert(root(r));
   for (StringRef w : writes)
-    writerGroup[w] = group;
+    groupWrites.insert(root(w));
 }
 
 int64_t Partitioner::rowsPerTask(int64_t rows, int64_t granule,
@@ -334,6 +375,18 @@ LogicalResult Partitioner::partitionLinear(Operation *op) {
   }
   if (fused && fused.getTheta())
     args.push_back(argF32("theta", fused.getTheta()->convertToDouble()));
+  bool headNorm = fused && fused.getHeadNorm();
+  if (headNorm) {
+    args.push_back(argSym("hnorm_w", *fused.getHeadNorm()));
+    args.push_back(argF32("heps", fused.getHeadEps()->convertToDouble()));
+  }
+  bool logitCap = fused && fused.getLogitMultiplier();
+  if (logitCap) {
+    args.push_back(
+        argF32("multiplier", fused.getLogitMultiplier()->convertToDouble()));
+    args.push_back(
+        argF32("softcap", fused.getLogitSoftcap()->convertToDouble()));
+  }
   switch (epi) {
   case Epilogue::store: {
     bool f32 = cast<RankedTensorType>(op->getResult(0).getType())
@@ -383,6 +436,9 @@ LogicalResult Partitioner::partitionLinear(Operation *op) {
   }
 
   int64_t rows = rowsPerTask(n, granule);
+  // A head norm keeps a table of T x heads inverse norms (at most 128).
+  if (headNorm)
+    rows = std::min(rows, std::max<int64_t>(1, 128 / tokens) * headDim);
   int64_t tiles = ceilDiv(n, rows);
   std::string name = nameOf(op);
   StringRef partial;
@@ -404,7 +460,9 @@ LogicalResult Partitioner::partitionLinear(Operation *op) {
               argInt("heads", heads),
               argInt("head_dim", headDim),
               argInt("rotary_dim", rotary),
-              argInt("capacity", capacity)};
+              argInt("capacity", capacity),
+              argInt("head_norm", headNorm ? 1 : 0),
+              argInt("logit_cap", logitCap ? 1 : 0)};
   if (!out.empty())
     writes.push_back(symbols.find(out)->getKey());
   if (!partial.empty())
@@ -448,8 +506,8 @@ LogicalResult Partitioner::partitionLinear(Operation *op) {
 LogicalResult Partitioner::partitionAttention(AttentionOp op) {
   if (op.getBlockKeys())
     return op.emitOpError()
-           << "tile-partition: attention over the block's own keys "
-              "(the DFlash drafter) has no task family yet";
+           << "tile-partition: attention over the block's own keys: run "
+              "tile-fuse first (it appends them to the cache)";
   auto cache = module.lookupSymbol<KVCacheOp>(op.getCache());
   auto q = cast<RankedTensorType>(op.getQuery().getType());
   int64_t qHeads = q.getDimSize(1), d = q.getDimSize(2),
@@ -465,7 +523,8 @@ LogicalResult Partitioner::partitionAttention(AttentionOp op) {
               argInt("v_dim", cache.getVDim()),
               argInt("window", op.getWindow()),
               argInt("capacity", cache.getCapacity()),
-              argInt("sinks", op.getSinks() ? 1 : 0)};
+              argInt("sinks", op.getSinks() ? 1 : 0),
+              argInt("mask", op.getMask() == MaskKind::bidirectional ? 1 : 0)};
   // Keys a step reads: the window, or for full layers a nominal 4096 positions.
   int64_t span = op.getWindow() > 0
                      ? op.getWindow()
@@ -531,8 +590,8 @@ LogicalResult Partitioner::partitionMoe(FusedMoeOp op) {
           argInt("tile", rows), argInt("format", TILEC_FMT_BF16),
           argInt("prologue", TILEC_PRO_RMSNORM),
           argInt("epilogue", TILEC_EPI_STORE_F32), argInt("heads", 0),
-          argInt("head_dim", 0), argInt("rotary_dim", 0),
-          argInt("capacity", 0)},
+          argInt("head_dim", 0), argInt("rotary_dim", 0), argInt("capacity", 0),
+          argInt("head_norm", 0), argInt("logit_cap", 0)},
          {argSym("x", input), argSym("w", op.getGate()),
           argSym("norm_w", op.getNorm()), argF32("eps", eps), argInt("n0", n0),
           argInt("n1", n1), argSym("out", logits)},
@@ -618,12 +677,99 @@ LogicalResult Partitioner::partitionMoe(FusedMoeOp op) {
   return endGroup(op);
 }
 
+StringRef Partitioner::stateBuffer(StringRef state) {
+  if (symbols.contains(state))
+    return symbols.find(state)->getKey();
+  auto decl = module.lookupSymbol<StateOp>(state);
+  return buffer(state.str(), decl.getType(), "state");
+}
+
+LogicalResult Partitioner::partitionConcat(ConcatOp op) {
+  auto out = cast<RankedTensorType>(op.getType());
+  if (out.getRank() != 2 || op.getAxis() != 1)
+    return op.emitOpError()
+           << "tile-partition: only [T, N] concatenations along the last "
+              "axis have a task family";
+  int64_t width = out.getDimSize(1), offset = 0;
+  StringRef result = bufferOf(op.getResult());
+  std::optional<ArrayAttr> norms = op.getNorms();
+  beginGroup(nameOf(op));
+  for (auto [index, input] : llvm::enumerate(op.getInputs())) {
+    int64_t w = cast<RankedTensorType>(input.getType()).getDimSize(1);
+    StringRef in = bufferOf(input);
+    auto norm = norms ? dyn_cast<FlatSymbolRefAttr>((*norms)[index])
+                      : FlatSymbolRefAttr();
+    int64_t cols = rowsPerTask(w, 64, int64_t(op.getInputs().size()));
+    for (int64_t c0 = 0; c0 < w; c0 += cols) {
+      int64_t c1 = std::min(w, c0 + cols);
+      Args args{argSym("x", in), argSym("out", result),
+                argInt("offset", offset), argInt("col0", c0),
+                argInt("col1", c1)};
+      if (norm) {
+        args.push_back(argSym("norm_w", norm.getValue()));
+        args.push_back(argF32("eps", op.getEps()->convertToDouble()));
+      }
+      task("concat", op,
+           {argInt("T", tokens), argInt("W", w), argInt("OUT_W", width),
+            argInt("norm", norm ? 1 : 0)},
+           args, {in}, {result}, tokens * (norm ? w : c1 - c0) * 2 * 2, 0,
+           /*prefetch=*/false);
+    }
+    offset += w;
+  }
+  return endGroup(op);
+}
+
+LogicalResult Partitioner::partitionAccept(AcceptOp op) {
+  StringRef draft = bufferOf(op.getDraft()),
+            predicted = bufferOf(op.getPredicted()),
+            positions = bufferOf(op.getPositions()),
+            forced = bufferOf(op.getForced());
+  StringRef committed = bufferOf(op.getCommitted()),
+            next = bufferOf(op.getNextTokens()),
+            nextPositions = bufferOf(op.getNextPositions());
+  program->setAttr("spec_out_buffer", b.getStringAttr(committed));
+  beginGroup(nameOf(op));
+  task("spec_accept", op,
+       {argInt("T", tokens), argInt("mask_token", op.getMaskToken())},
+       {argSym("draft", draft), argSym("predicted", predicted),
+        argSym("pos", positions), argSym("forced", forced),
+        argSym("out", committed), argSym("next", next),
+        argSym("next_pos", nextPositions)},
+       {draft, predicted, positions, forced}, {committed, next, nextPositions},
+       tokens * 16, 0, /*prefetch=*/false);
+  return endGroup(op);
+}
+
+LogicalResult Partitioner::partitionSpecUpdate(SpecUpdateOp op) {
+  StringRef next = bufferOf(op.getNextTokens()),
+            drafted = bufferOf(op.getDrafted()),
+            nextPositions = bufferOf(op.getNextPositions());
+  StringRef stateTokens = stateBuffer(op.getTokens()),
+            statePositions = stateBuffer(op.getPositions());
+  beginGroup(nameOf(op));
+  task("spec_update", op, {argInt("T", tokens)},
+       {argSym("next", next), argSym("drafted", drafted),
+        argSym("next_pos", nextPositions), argSym("tokens", stateTokens),
+        argSym("positions", statePositions)},
+       {next, drafted, nextPositions}, {stateTokens, statePositions},
+       tokens * 20, 0, /*prefetch=*/false);
+  return endGroup(op);
+}
+
 LogicalResult Partitioner::run() {
+  // A step takes (tokens, positions), or reads them from its state (DFlash);
+  // T is the block its embedding looks up.
   auto args = fn.getArguments();
-  if (args.size() < 2)
+  if (args.size() != 0 && args.size() != 2)
     return fn.emitOpError() << "tile-partition: @" << fn.getSymName()
-                            << " must take (tokens, positions)";
-  tokens = cast<RankedTensorType>(args[0].getType()).getDimSize(0);
+                            << " must take (tokens, positions) or nothing";
+  auto embeds = fn.getOps<EmbedOp>();
+  if (embeds.empty())
+    return fn.emitOpError()
+           << "tile-partition: @" << fn.getSymName() << " embeds no tokens";
+  tokens = cast<RankedTensorType>((*embeds.begin()).getIds().getType())
+               .getDimSize(0);
 
   b.setInsertionPoint(fn);
   program = ProgramOp::create(b, fn.getLoc(), fn.getSymNameAttr(),
@@ -631,18 +777,24 @@ LogicalResult Partitioner::run() {
   program.getBody().emplaceBlock();
   b.setInsertionPointToEnd(&program.getBodyBlock());
 
-  buffers[args[0]] = buffer("tokens", args[0].getType(), "input").str();
-  buffers[args[1]] = buffer("positions", args[1].getType(), "input").str();
-  program->setAttr("tokens_buffer", b.getStringAttr(buffers[args[0]]));
-  program->setAttr("positions_buffer", b.getStringAttr(buffers[args[1]]));
+  if (!args.empty()) {
+    buffers[args[0]] = buffer("tokens", args[0].getType(), "input").str();
+    buffers[args[1]] = buffer("positions", args[1].getType(), "input").str();
+    program->setAttr("tokens_buffer", b.getStringAttr(buffers[args[0]]));
+    program->setAttr("positions_buffer", b.getStringAttr(buffers[args[1]]));
+  }
 
   // q, k and v of one attention share its event: the attention waits on one.
   for (auto attention : fn.getOps<AttentionOp>()) {
+    // Only the block's own q/k/v (written at the attention's positions): the
+    // drafter's context appends (at the verified block's) are another group,
+    // which the block's overwrite of their slots waits for.
     SmallVector<Operation *> producers;
     if (Operation *q = attention.getQuery().getDefiningOp())
       producers.push_back(q);
     for (Value t : attention.getAfter())
-      if (Operation *p = t.getDefiningOp())
+      if (auto p = t.getDefiningOp<FusedLinearOp>();
+          p && p.getPositions() == attention.getPositions())
         producers.push_back(p);
     if (producers.empty())
       continue;
@@ -652,13 +804,32 @@ LogicalResult Partitioner::run() {
   }
 
   // Outputs: what the function returns (logits f32 [T, V], argmax i32 [T]).
+  // The first f32 one is the logits the runtime reads; a second one (DFlash
+  // with draft logits kept) the drafter's.
   DenseSet<Value> outputs;
+  Value draftLogits;
   fn.walk([&](func::ReturnOp ret) {
-    for (Value v : ret.getOperands())
+    int f32s = 0;
+    for (Value v : ret.getOperands()) {
       outputs.insert(v);
+      auto type = dyn_cast<RankedTensorType>(v.getType());
+      if (type && type.getElementType().isF32() && f32s++ == 1)
+        draftLogits = v;
+    }
   });
 
   for (Operation &op : fn.getBody().front()) {
+    if (auto read = dyn_cast<StateReadOp>(op)) {
+      StringRef buf = stateBuffer(read.getState());
+      buffers[read.getResult()] = buf.str();
+      if (read.getState() == "spec.tokens")
+        program->setAttr("spec_tokens_buffer", b.getStringAttr(buf));
+      else if (read.getState() == "spec.positions")
+        program->setAttr("spec_positions_buffer", b.getStringAttr(buf));
+      else if (read.getState() == "spec.forced")
+        program->setAttr("spec_forced_buffer", b.getStringAttr(buf));
+      continue;
+    }
     for (Value result : op.getResults()) {
       if (!isa<RankedTensorType>(result.getType()))
         continue;
@@ -674,12 +845,21 @@ LogicalResult Partitioner::run() {
       if (op.getNumResults() == 2) // fused lm_head: the argmax, then the logits
         suffix = cast<OpResult>(result).getResultNumber() == 0 ? ".argmax"
                                                                : ".logits";
+      if (isa<AcceptOp>(op))
+        suffix = std::array<const char *, 3>{
+            ".committed", ".next_tokens",
+            ".next_positions"}[cast<OpResult>(result).getResultNumber()];
       buffers[result] =
           buffer(name + suffix, result.getType(), out ? "output" : "activation")
               .str();
       auto type = cast<RankedTensorType>(result.getType());
+      if (out && isa<AcceptOp>(op))
+        continue; // the committed tokens: spec_out_buffer
       if (out && type.getRank() == 1 && type.getElementType().isInteger(32))
         program->setAttr("argmax_buffer", b.getStringAttr(buffers[result]));
+      else if (out && result == draftLogits)
+        program->setAttr("spec_draft_logits_buffer",
+                         b.getStringAttr(buffers[result]));
       else if (out && type.getElementType().isF32())
         program->setAttr("logits_buffer", b.getStringAttr(buffers[result]));
     }
@@ -692,6 +872,12 @@ LogicalResult Partitioner::run() {
       ok = partitionAttention(a);
     else if (auto m = dyn_cast<FusedMoeOp>(op))
       ok = partitionMoe(m);
+    else if (auto c = dyn_cast<ConcatOp>(op))
+      ok = partitionConcat(c);
+    else if (auto a = dyn_cast<AcceptOp>(op))
+      ok = partitionAccept(a);
+    else if (auto u = dyn_cast<SpecUpdateOp>(op))
+      ok = partitionSpecUpdate(u);
     else if (isa<ReshapeOp, func::ReturnOp>(op))
       continue;
     else
@@ -703,7 +889,15 @@ LogicalResult Partitioner::run() {
     if (failed(ok))
       return failure();
   }
-  if (!program->hasAttr("argmax_buffer"))
+  bool speculative = program->hasAttr("spec_out_buffer");
+  if (speculative && !(program->hasAttr("spec_tokens_buffer") &&
+                       program->hasAttr("spec_positions_buffer") &&
+                       program->hasAttr("spec_forced_buffer")))
+    return fn.emitOpError()
+           << "tile-partition: @" << fn.getSymName()
+           << " accepts tokens but does not read all of @spec.tokens, "
+              "@spec.positions and @spec.forced";
+  if (!speculative && !program->hasAttr("argmax_buffer"))
     return fn.emitOpError()
            << "tile-partition: @" << fn.getSymName()
            << " returns no argmax (i32 [T]) for the runtime to read";

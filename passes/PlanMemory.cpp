@@ -11,8 +11,11 @@
 #include "passes/Passes.h"
 
 #include "mlir/IR/Builders.h"
+#include "llvm/ADT/BitVector.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringSet.h"
+
+#include <functional>
 
 namespace mlir::tile {
 #define GEN_PASS_DEF_TILEPLANMEMORY
@@ -77,45 +80,93 @@ struct PlanMemoryPass : public impl::TilePlanMemoryBase<PlanMemoryPass> {
       return name;
     };
 
-    // Lifetimes in task indices; the events of the tasks touching / writing
-    // each buffer; and what each event's completion implies (its tasks' waits,
-    // transitively).
+    // Lifetimes in task indices; the events (as indices) of the tasks
+    // touching each buffer (-1: a task that signals none) and the tasks
+    // writing it; each event's tasks' waits.
     int64_t end = int64_t(tasks.size());
     llvm::StringMap<std::pair<int64_t, int64_t>> life;
-    llvm::StringMap<llvm::StringSet<>> touchedBy, writtenBy;
-    llvm::StringMap<llvm::StringSet<>> implies;
+    llvm::StringMap<SmallVector<int>> touchedBy;
+    llvm::StringMap<SmallVector<int64_t>> writtenBy;
+    llvm::StringMap<int> eventIds;
+    auto eventId = [&](StringRef e) {
+      return eventIds.try_emplace(e, int(eventIds.size())).first->second;
+    };
+    SmallVector<SmallVector<int>> eventWaits;
     for (auto [i, task] : llvm::enumerate(tasks)) {
-      StringRef event =
-          task.getSignalAttr() ? task.getSignalAttr().getValue() : "";
+      int event =
+          task.getSignalAttr() ? eventId(task.getSignalAttr().getValue()) : -1;
       auto touch = [&](ArrayAttr refs, bool write) {
         for (Attribute r : refs) {
           StringRef name = root(cast<FlatSymbolRefAttr>(r).getValue());
           auto [it, fresh] = life.try_emplace(name, int64_t(i), int64_t(i));
           it->second.first = std::min(it->second.first, int64_t(i));
           it->second.second = std::max(it->second.second, int64_t(i));
-          touchedBy[name].insert(event);
+          touchedBy[name].push_back(event);
           if (write)
-            writtenBy[name].insert(event);
+            writtenBy[name].push_back(int64_t(i));
         }
       };
       touch(task.getReads(), false);
       touch(task.getWrites(), true);
-      if (!event.empty())
-        for (Attribute w : task.getWaits()) {
-          StringRef e = cast<FlatSymbolRefAttr>(w).getValue();
-          implies[event].insert(e);
-          for (const auto &c : implies[e])
-            implies[event].insert(c.getKey());
+      for (Attribute w : task.getWaits()) {
+        int waited = eventId(cast<FlatSymbolRefAttr>(w).getValue());
+        if (event >= 0) {
+          if (eventWaits.size() <= size_t(event))
+            eventWaits.resize(size_t(event) + 1);
+          eventWaits[size_t(event)].push_back(waited);
         }
+      }
+    }
+    const int events = int(eventIds.size());
+    eventWaits.resize(size_t(events));
+    // What each event's completion implies: its tasks' waits, transitively
+    // (memoized depth-first; the task verifier rejects cycles, and an event
+    // met again while open is taken as implying nothing more).
+    std::vector<llvm::BitVector> implies(static_cast<size_t>(events));
+    std::vector<char> state(static_cast<size_t>(events),
+                            0); // 0 new, 1 open, 2 done
+    std::function<void(int)> close = [&](int e) {
+      state[size_t(e)] = 1;
+      llvm::BitVector set(events);
+      for (int w : eventWaits[size_t(e)]) {
+        if (state[size_t(w)] == 0)
+          close(w);
+        set.set(w);
+        if (state[size_t(w)] == 2)
+          set |= implies[size_t(w)];
+      }
+      implies[size_t(e)] = std::move(set);
+      state[size_t(e)] = 2;
+    };
+    for (int e = 0; e < events; ++e)
+      if (state[size_t(e)] == 0)
+        close(e);
+    // Events complete before every writer of a buffer starts: the
+    // intersection over its writers of their own waits, transitively. (Not
+    // their events' closures: the tasks of one event may wait on different
+    // ones.)
+    llvm::StringMap<llvm::BitVector> doneBeforeWrites;
+    for (auto &entry : writtenBy) {
+      llvm::BitVector all(events, true);
+      for (int64_t i : entry.second) {
+        llvm::BitVector after(events);
+        for (Attribute w : tasks[size_t(i)].getWaits()) {
+          int e = eventIds.lookup(cast<FlatSymbolRefAttr>(w).getValue());
+          after.set(e);
+          after |= implies[size_t(e)];
+        }
+        all &= after;
+      }
+      doneBeforeWrites[entry.getKey()] = std::move(all);
     }
     // Every task touching `a` completes before any task writing `b` starts.
     auto before = [&](StringRef a, StringRef b) {
-      for (const auto &w : writtenBy[b])
-        for (const auto &t : touchedBy[a])
-          if (t.getKey().empty() || w.getKey().empty() ||
-              t.getKey() == w.getKey() ||
-              !implies[w.getKey()].contains(t.getKey()))
-            return false;
+      auto done = doneBeforeWrites.find(b);
+      if (done == doneBeforeWrites.end())
+        return true; // nothing writes b
+      for (int t : touchedBy[a])
+        if (t < 0 || !done->second.test(size_t(t)))
+          return false;
       return true;
     };
 

@@ -24,6 +24,9 @@ namespace mlir::tile {
 struct KVCacheResource : public SideEffects::Resource::Base<KVCacheResource> {
   StringRef getName() final { return "tile.kv_cache"; }
 };
+struct StateResource : public SideEffects::Resource::Base<StateResource> {
+  StringRef getName() final { return "tile.state"; }
+};
 } // namespace mlir::tile
 
 #define GET_OP_CLASSES

@@ -52,6 +52,18 @@ LogicalResult FusedLinearOp::verify() {
     return emitOpError()
            << "a second weight goes with epilogue(silu_pair) only";
   bool rope = epi == Epilogue::rope || epi == Epilogue::rope_kcache;
+  if (getHeadNorm() && !rope)
+    return emitOpError() << "head_norm(@w, eps) goes with epilogue(rope) and "
+                            "epilogue(rope_kcache) only";
+  if (bool(getHeadNorm()) != bool(getHeadEps()) ||
+      (getHeadEps() && !(getHeadEps()->convertToDouble() > 0)))
+    return emitOpError() << "head_norm(@w, eps) needs the weight and eps > 0";
+  if (bool(getLogitMultiplier()) != bool(getLogitSoftcap()) ||
+      (getLogitMultiplier() && epi != Epilogue::argmax))
+    return emitOpError()
+           << "logit_cap(multiplier, softcap) goes with epilogue(argmax) only";
+  if (getLogitSoftcap() && getLogitSoftcap()->convertToDouble() < 0)
+    return emitOpError() << "logit_cap's softcap must be >= 0";
   if (rope != bool(getRotaryDim()) || rope != bool(getTheta()))
     return emitOpError()
            << "rope(rotary_dim, theta) goes with epilogue(rope) and "
@@ -90,8 +102,9 @@ LogicalResult FusedLinearOp::verify() {
     return success();
   }
   if (epi == Epilogue::rope) {
-    if (out.getRank() != 3 || *getRotaryDim() <= 0 || *getRotaryDim() % 2 ||
-        *getRotaryDim() > out.getDimSize(2))
+    int64_t rotary = *getRotaryDim();
+    if (out.getRank() != 3 || rotary <= 0 || rotary % 2 ||
+        rotary > out.getDimSize(2))
       return emitOpError()
              << "epilogue(rope) yields [T, heads, D] with an even "
                 "rotary_dim <= D";
@@ -132,6 +145,21 @@ LogicalResult FusedLinearOp::verifySymbolUses(SymbolTableCollection &tables) {
     auto norm = tables.lookupNearestSymbolFrom<WeightOp>(*this, normRef);
     if (!norm || norm.getTensorType().getShape() != ArrayRef<int64_t>{k})
       return emitOpError() << "norm " << normRef << " must be a [" << k
+                           << "] tile.weight";
+  }
+  if (auto headRef = getHeadNormAttr()) {
+    auto norm = tables.lookupNearestSymbolFrom<WeightOp>(*this, headRef);
+    int64_t d = 0;
+    if (auto cacheRef = getCacheAttr()) {
+      if (auto cache =
+              tables.lookupNearestSymbolFrom<KVCacheOp>(*this, cacheRef))
+        d = cache.getQkDim();
+    } else if (auto out = dyn_cast<RankedTensorType>(getResult(0).getType());
+               out && out.getRank() == 3) {
+      d = out.getDimSize(2);
+    }
+    if (!norm || norm.getTensorType().getShape() != ArrayRef<int64_t>{d})
+      return emitOpError() << "head_norm " << headRef << " must be a [" << d
                            << "] tile.weight";
   }
   if (auto cacheRef = getCacheAttr()) {

@@ -17,7 +17,10 @@ def Tile_FusedLinearOp : Tile_SymbolUserOp<"fused_linear", [AttrSizedOperandSegm
     `y2` from the second weight), `rope` (`[T, heads, D]` with RoPE at
     `positions`), `rope_kcache` / `vcache` (written into `cache` at `positions`;
     the result is a token), `argmax` (`tensor<Txi32>`, and the f32 logits when a
-    second result is present).
+    second result is present). With `head_norm(@w, eps)` the rope epilogues
+    first RMS-normalize each head of `y` (DFlash's q_norm / k_norm, `w : [D]`);
+    with `logit_cap(m, c)` argmax logits are `tanh(y * m / c) * c` (`c = 0`:
+    just `y * m`).
   }];
   let arguments = (ins Tile_Activation:$input, Optional<Tile_TokenIds>:$positions,
                        Optional<Tile_Activation>:$residual,
@@ -29,7 +32,11 @@ def Tile_FusedLinearOp : Tile_SymbolUserOp<"fused_linear", [AttrSizedOperandSegm
                        Tile_Epilogue:$epilogue,
                        OptionalAttr<Tile_I64Attr>:$rotary_dim,
                        OptionalAttr<F64Attr>:$theta,
-                       OptionalAttr<FlatSymbolRefAttr>:$cache);
+                       OptionalAttr<FlatSymbolRefAttr>:$cache,
+                       OptionalAttr<FlatSymbolRefAttr>:$head_norm,
+                       OptionalAttr<F64Attr>:$head_eps,
+                       OptionalAttr<F64Attr>:$logit_multiplier,
+                       OptionalAttr<F64Attr>:$logit_softcap);
   let results = (outs Variadic<AnyType>:$results);
   let assemblyFormat = [{
     $input `,` $weight (`,` $weight2^)? (`quant` $quant^)?
@@ -37,7 +44,8 @@ def Tile_FusedLinearOp : Tile_SymbolUserOp<"fused_linear", [AttrSizedOperandSegm
     (`positions` `(` $positions^ `:` type($positions) `)`)?
     (`residual` `(` $residual^ `:` type($residual) `)`)?
     (`rope` `(` $rotary_dim^ `,` $theta `)`)? (`cache` `(` $cache^ `)`)?
-    attr-dict `:` type($input) `->` type($results)
+    (`head_norm` `(` $head_norm^ `,` $head_eps `)`)?
+    (`logit_cap` `(` $logit_multiplier^ `,` $logit_softcap `)`)? attr-dict `:` type($input) `->` type($results)
   }];
   let hasVerifier = 1;
 }

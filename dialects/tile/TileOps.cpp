@@ -312,6 +312,19 @@ LogicalResult ConcatOp::verify() {
   if (total != result.getDimSize(axis))
     return emitOpError() << "inputs sum to " << total << " along axis " << axis
                          << " but the result has " << result.getDimSize(axis);
+  if (auto norms = getNorms()) {
+    if (norms->size() != getInputs().size())
+      return emitOpError() << "norms has " << norms->size() << " entries for "
+                           << getInputs().size() << " inputs";
+    for (Attribute entry : *norms)
+      if (!isa<FlatSymbolRefAttr, UnitAttr>(entry))
+        return emitOpError()
+               << "norms entries are @weight or unit, got " << entry;
+    if (!getEps() || !(getEps()->convertToDouble() > 0))
+      return emitOpError() << "norms need a positive eps";
+  } else if (getEps()) {
+    return emitOpError() << "eps goes with norms";
+  }
   return success();
 }
 
@@ -368,10 +381,6 @@ LogicalResult KVAppendOp::verifySymbolUses(SymbolTableCollection &tables) {
   return success();
 }
 
-LogicalResult KVCommitOp::verifySymbolUses(SymbolTableCollection &tables) {
-  return lookupCache(*this, tables, getCacheAttr());
-}
-
 LogicalResult AttentionOp::verify() {
   if (failed(expectRank(*this, getQuery(), 3, "query")) ||
       failed(expectRank(*this, getPositions(), 1, "positions")) ||
@@ -394,9 +403,10 @@ LogicalResult AttentionOp::verify() {
   if (getWindow() < 0)
     return emitOpError() << "window must be >= 0, got " << getWindow();
   if (!getBlockKeys()) {
-    if (getMask() != MaskKind::causal)
+    if (getMask() != MaskKind::causal && getAfter().empty())
       return emitOpError() << "mask(" << stringifyMaskKind(getMask())
-                           << ") needs the block's own keys: block(%k, %v)";
+                           << ") needs the block's own keys: block(%k, %v), or "
+                              "their append to the cache (after %token)";
     return success();
   }
   if (failed(expectRank(*this, getBlockKeys(), 3, "block keys")) ||
@@ -549,7 +559,81 @@ LogicalResult MoeOp::verifySymbolUses(SymbolTableCollection &tables) {
 //===----------------------------------------------------------------------===//
 
 LogicalResult AcceptOp::verify() {
-  return expectRank(*this, getDraft(), 1, "draft");
+  if (failed(expectRank(*this, getDraft(), 1, "draft")) ||
+      failed(expectRank(*this, getForced(), 1, "forced")) ||
+      failed(expectRank(*this, getCommitted(), 1, "committed")))
+    return failure();
+  int64_t b = tensorType(getDraft()).getDimSize(0);
+  if (b < 1 || b > 16)
+    return emitOpError() << "blocks of 1 to 16 tokens, got " << b;
+  if (tensorType(getForced()).getDimSize(0) != 1)
+    return emitOpError() << "forced must be tensor<1xi32>, got "
+                         << getForced().getType();
+  if (tensorType(getCommitted()).getDimSize(0) != b + 1)
+    return emitOpError() << "committed holds the count and up to " << b
+                         << " tokens: tensor<" << b + 1 << "xi32>, got "
+                         << getCommitted().getType();
+  if (getMaskToken() < 0)
+    return emitOpError() << "mask_token must be a token id, got "
+                         << getMaskToken();
+  return success();
+}
+
+LogicalResult StateOp::verify() {
+  auto type = getTensorType();
+  if (!type.hasStaticShape() || type.getElementTypeBitWidth() % 8 != 0)
+    return emitOpError() << "@" << getSymName()
+                         << " needs a static shape of whole bytes, got "
+                         << type;
+  return success();
+}
+
+namespace {
+FailureOr<StateOp> lookupState(Operation *op, SymbolTableCollection &tables,
+                               FlatSymbolRefAttr ref, Type expected) {
+  FailureOr<StateOp> state =
+      lookup<StateOp>(op, tables, ref, "state", "tile.state");
+  if (succeeded(state) && state->getType() != expected)
+    return op->emitOpError() << "state " << ref << " holds " << state->getType()
+                             << ", expected " << expected;
+  return state;
+}
+} // namespace
+
+LogicalResult StateReadOp::verifySymbolUses(SymbolTableCollection &tables) {
+  return lookupState(*this, tables, getStateAttr(), getType());
+}
+
+LogicalResult SpecUpdateOp::verifySymbolUses(SymbolTableCollection &tables) {
+  if (failed(expectRank(*this, getNextTokens(), 1, "next tokens")))
+    return failure();
+  if (failed(lookupState(*this, tables, getTokensAttr(),
+                         getNextTokens().getType())) ||
+      failed(lookupState(*this, tables, getPositionsAttr(),
+                         getNextPositions().getType())))
+    return failure();
+  return success();
+}
+
+LogicalResult ConcatOp::verifySymbolUses(SymbolTableCollection &tables) {
+  auto norms = getNorms();
+  if (!norms)
+    return success();
+  int64_t axis = getAxis();
+  for (auto [index, entry] : llvm::enumerate(*norms)) {
+    auto ref = dyn_cast<FlatSymbolRefAttr>(entry);
+    if (!ref)
+      continue;
+    auto type = tensorType(getInputs()[index]);
+    FailureOr<WeightOp> weight = lookupWeight(*this, tables, ref, "norm");
+    if (failed(weight) ||
+        failed(expectPlainWeight(*this, *weight, "norm",
+                                 {type.getDimSize(type.getRank() - 1)})))
+      return failure();
+    if (axis != type.getRank() - 1)
+      return emitOpError() << "norms need the concat along the last axis";
+  }
+  return success();
 }
 
 LogicalResult AllReduceOp::verify() {

@@ -16,6 +16,7 @@ include "mlir/Interfaces/InferTypeOpInterface.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 
 def Tile_KVCacheResource : Resource<"::mlir::tile::KVCacheResource">;
+def Tile_StateResource : Resource<"::mlir::tile::StateResource">;
 
 class Tile_SymbolUserOp<string mnemonic, list<Trait> traits = []>
     : Tile_Op<mnemonic, !listconcat(traits,
@@ -76,6 +77,36 @@ def Tile_KVCacheOp : Tile_Op<"kv_cache", [Symbol]> {
     attr-dict
   }];
   let hasVerifier = 1;
+}
+
+def Tile_StateOp : Tile_Op<"state", [Symbol]> {
+  let summary = "a small tensor that outlives the step (speculative decoding)";
+  let description = [{
+    Step-persistent state: a step reads what the previous one wrote (or what
+    the host wrote before it, e.g. the prompt chunks of a prefill). DFlash keeps
+    the next block to verify and its positions here, so that consecutive steps
+    need nothing from the host.
+
+    ```mlir
+    tile.state @spec.tokens : tensor<8xi32>
+    ```
+  }];
+  let arguments = (ins SymbolNameAttr:$sym_name, TypeAttrOf<AnyRankedTensor>:$type);
+  let assemblyFormat = "$sym_name `:` $type attr-dict";
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    ::mlir::RankedTensorType getTensorType() {
+      return ::llvm::cast<::mlir::RankedTensorType>(getType());
+    }
+  }];
+}
+
+def Tile_StateReadOp : Tile_SymbolUserOp<"state_read",
+    [MemoryEffects<[MemRead<Tile_StateResource>]>]> {
+  let summary = "the value a tile.state holds when the step starts";
+  let arguments = (ins FlatSymbolRefAttr:$state);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$state attr-dict `:` type($result)";
 }
 
 //===----------------------------------------------------------------------===//
@@ -160,9 +191,15 @@ def Tile_ReshapeOp : Tile_Op<"reshape", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Tile_ConcatOp : Tile_Op<"concat", [Pure]> {
+def Tile_ConcatOp : Tile_SymbolUserOp<"concat", [Pure]> {
   let summary = "concatenate along one axis (DFlash's tapped hidden states)";
-  let arguments = (ins Variadic<Tile_Activation>:$inputs, Tile_I64Attr:$axis);
+  let description = [{
+    tile-fuse may fold an RMSNorm producing input `i` into the concat:
+    `norms` then holds, per input, the norm weight `@w` (a `[D]` tile.weight)
+    or `unit` (none), and `eps` the norms' epsilon.
+  }];
+  let arguments = (ins Variadic<Tile_Activation>:$inputs, Tile_I64Attr:$axis,
+                       OptionalAttr<ArrayAttr>:$norms, OptionalAttr<F64Attr>:$eps);
   let results = (outs Tile_Activation:$result);
   let assemblyFormat = [{
     $inputs `axis` `(` $axis `)` attr-dict `:` type($inputs) `->` type($result)
@@ -203,7 +240,9 @@ def Tile_KVAppendOp : Tile_SymbolUserOp<"kv_append",
   let summary = "write a block's keys and values into a KV cache at their positions";
   let description = [{
     `keys : [T, kv_heads, qk_dim]`, `values : [T, kv_heads, v_dim]`, `positions :
-    [T]`. The entries are speculative until `tile.kv_commit` keeps a prefix.
+    [T]`. Caches are indexed by position: entries of rejected draft tokens are
+    never read (reads stop at the query's position) and the next block, which
+    starts right after the accepted ones, overwrites them.
   }];
   let arguments = (ins Tile_Activation:$keys, Tile_Activation:$values,
                        Tile_TokenIds:$positions, FlatSymbolRefAttr:$cache);
@@ -215,14 +254,6 @@ def Tile_KVAppendOp : Tile_SymbolUserOp<"kv_append",
   let hasVerifier = 1;
 }
 
-def Tile_KVCommitOp : Tile_SymbolUserOp<"kv_commit",
-    [MemoryEffects<[MemWrite<Tile_KVCacheResource>]>]> {
-  let summary = "keep the first `count` entries of the last append, drop the rest";
-  let arguments = (ins FlatSymbolRefAttr:$cache, I32:$count, Tile_TokenType:$after);
-  let results = (outs Tile_TokenType:$token);
-  let assemblyFormat = "$cache `,` $count `after` $after attr-dict";
-}
-
 def Tile_AttentionOp : Tile_SymbolUserOp<"attention", [AttrSizedOperandSegments,
     MemoryEffects<[MemRead<Tile_KVCacheResource>]>]> {
   let summary = "GQA attention of a query block over a KV cache (full or sliding)";
@@ -231,7 +262,9 @@ def Tile_AttentionOp : Tile_SymbolUserOp<"attention", [AttrSizedOperandSegments,
     `cache` at positions `<= p` and, with `window(W)`, `> p - W`. With
     `block(%k, %v)` the block's own keys/values (not cached, DFlash drafter) are
     attended too, under `mask` (causal or bidirectional, also limited by the
-    window). `sinks(@w)` adds a learned per-head logit to the softmax whose
+    window). Without `block`, `mask(bidirectional)` means the block's keys were
+    appended to the cache (its `after` token): each query then also sees the
+    cache keys after its own position, up to the block's last one. `sinks(@w)` adds a learned per-head logit to the softmax whose
     probability is then dropped; `value_scale(s)` multiplies the values. Scores
     are scaled by `scale`. The result is `[T, heads, v_dim]`.
   }];
@@ -307,19 +340,47 @@ def Tile_MoeOp : Tile_SymbolUserOp<"moe", [Pure]> {
 //===----------------------------------------------------------------------===//
 
 def Tile_AcceptOp : Tile_Op<"accept", [Pure,
-    AllTypesMatch<["draft", "predicted", "tokens"]>]> {
+    AllTypesMatch<["draft", "predicted", "positions", "next_tokens",
+                   "next_positions"]>]> {
   let summary = "DFlash greedy verify: longest matching draft prefix plus the bonus";
   let description = [{
-    `draft : [B]` is `[t_s, d_1 .. d_(B-1)]`, `predicted : [B]` the target's tokens
-    `p_0 .. p_(B-1)` at those slots. With `a` the length of the prefix where
-    `d_j == p_{j-1}`, `tokens = [d_1 .. d_a, p_a, -1 ...]` and `count = a + 1`.
+    `draft : [B]` is the verified block `[t_s, d_1 .. d_(B-1)]` at `positions`
+    `s .. s+B-1`, `predicted : [B]` the target's tokens `p_0 .. p_(B-1)` there.
+    `a` is the length of the prefix where `d_j == p_(j-1)`, or `forced[0] - 1`
+    when `forced[0] > 0` (a prefill chunk of that many prompt tokens). Results:
+    `committed : [B+1]` = `[a + 1, d_1 .. d_a, p_a, -1 ...]`; the next block to
+    draft, `next_tokens = [p_a, mask_token x (B-1)]` at `next_positions =
+    s+a+1 .. s+a+B`.
   }];
-  let arguments = (ins Tile_TokenIds:$draft, Tile_TokenIds:$predicted);
-  let results = (outs Tile_TokenIds:$tokens, I32:$count);
+  let arguments = (ins Tile_TokenIds:$draft, Tile_TokenIds:$predicted,
+                       Tile_TokenIds:$positions, Tile_TokenIds:$forced,
+                       Tile_I64Attr:$mask_token);
+  let results = (outs Tile_TokenIds:$committed, Tile_TokenIds:$next_tokens,
+                      Tile_TokenIds:$next_positions);
   let assemblyFormat = [{
-    $draft `,` $predicted attr-dict `:` type($draft)
+    $draft `,` $predicted `at` $positions `forced` `(` $forced `)`
+    `mask_token` `(` $mask_token `)` attr-dict `:` type($draft) `,` type($forced)
+    `->` type($committed)
   }];
   let hasVerifier = 1;
+}
+
+def Tile_SpecUpdateOp : Tile_SymbolUserOp<"spec_update",
+    [AllTypesMatch<["next_tokens", "drafted", "next_positions"]>,
+     MemoryEffects<[MemWrite<Tile_StateResource>]>]> {
+  let summary = "store the next block to verify into the step's state";
+  let description = [{
+    `tokens = [next_tokens[0], drafted[1] .. drafted[B-1]]` (the bonus token,
+    then the drafter's guesses) and `positions = next_positions`, written to
+    the two `tile.state`s for the next step.
+  }];
+  let arguments = (ins Tile_TokenIds:$next_tokens, Tile_TokenIds:$drafted,
+                       Tile_TokenIds:$next_positions, FlatSymbolRefAttr:$tokens,
+                       FlatSymbolRefAttr:$positions);
+  let assemblyFormat = [{
+    $next_tokens `,` $drafted `,` $next_positions `into` $tokens `,` $positions
+    attr-dict `:` type($next_tokens)
+  }];
 }
 
 //===----------------------------------------------------------------------===//

@@ -30,9 +30,10 @@ int64_t BufferOp::getBytes() {
 LogicalResult BufferOp::verify() {
   StringRef kind = getKind();
   if (kind != "input" && kind != "output" && kind != "activation" &&
-      kind != "view" && kind != "kv")
+      kind != "view" && kind != "kv" && kind != "state")
     return emitOpError() << "@" << getSymName() << ": kind '" << kind
-                         << "' is not input, output, activation, view or kv";
+                         << "' is not input, output, activation, view, kv or "
+                            "state";
   if ((kind == "view") != bool(getAlias()))
     return emitOpError()
            << "@" << getSymName()
@@ -126,8 +127,8 @@ LogicalResult ProgramOp::verify() {
     return set;
   };
 
-  // Which tasks (in program order) write each buffer.
-  llvm::StringMap<SmallVector<size_t>> writers;
+  // Which tasks (in program order) write and read each buffer.
+  llvm::StringMap<SmallVector<size_t>> writers, readers;
   for (auto [i, task] : llvm::enumerate(tasks))
     for (Attribute w : task.getWrites()) {
       StringRef name = cast<FlatSymbolRefAttr>(w).getValue();
@@ -136,6 +137,14 @@ LogicalResult ProgramOp::verify() {
                << "@" << task.getSymName() << " writes @" << name
                << ", which is not a tile.buffer here";
       writers[resolveBuffer(buffers, name)].push_back(i);
+    }
+  for (auto [i, task] : llvm::enumerate(tasks))
+    for (Attribute r : task.getReads()) {
+      StringRef bytes =
+          resolveBuffer(buffers, cast<FlatSymbolRefAttr>(r).getValue());
+      SmallVector<size_t> &list = readers[bytes];
+      if (list.empty() || list.back() != i)
+        list.push_back(i);
     }
 
   // Placement, when scheduled: SM and index within its list.
@@ -199,8 +208,8 @@ LogicalResult ProgramOp::verify() {
           before.push_back(w);
       if (before.empty()) {
         StringRef kind = buffers[bytes].getKind();
-        if (kind != "input" &&
-            kind != "kv") // caches hold earlier steps' entries
+        if (kind != "input" && kind != "kv" &&
+            kind != "state") // caches and state hold earlier steps' data
           return task.emitOpError() << "@" << task.getSymName() << " reads @"
                                     << name << ", which no earlier task writes";
         continue;
@@ -220,6 +229,40 @@ LogicalResult ProgramOp::verify() {
                  << ", but no event it waits on covers "
                  << (signal ? "@" + signal.getValue().str() : "that task")
                  << ": the input has no producer event";
+      }
+    }
+    // A write must come after the other tasks that wrote or read the same
+    // bytes earlier in the step (caches and state are updated in place).
+    for (Attribute w : task.getWrites()) {
+      StringRef name = cast<FlatSymbolRefAttr>(w).getValue();
+      StringRef bytes = resolveBuffer(buffers, name);
+      SmallVector<size_t> earlierTouch;
+      for (size_t o : writers.lookup(bytes))
+        if (o < i)
+          earlierTouch.push_back(o);
+      size_t wroteCount = earlierTouch.size();
+      for (size_t o : readers.lookup(bytes))
+        if (o < i)
+          earlierTouch.push_back(o);
+      for (auto [n, other] : llvm::enumerate(earlierTouch)) {
+        TaskOp earlier = tasks[other];
+        if (earlier.getSignalAttr() &&
+            earlier.getSignalAttr() == task.getSignalAttr())
+          continue; // one group: disjoint parts
+        bool wrote = n < wroteCount;
+        auto p = placed.find(other), me = placed.find(i);
+        if (p != placed.end() && me != placed.end() &&
+            p->second.first == me->second.first &&
+            p->second.second < me->second.second)
+          continue;
+        auto signal = earlier.getSignalAttr();
+        if (!signal || !mine.contains(signal.getValue()))
+          return task.emitOpError()
+                 << "@" << task.getSymName() << " writes @" << name
+                 << ", which @" << earlier.getSymName()
+                 << (wrote ? " wrote" : " read")
+                 << " earlier in the step, but no event it waits on covers "
+                 << (signal ? "@" + signal.getValue().str() : "that task");
       }
     }
     if (auto signal = task.getSignalAttr()) {

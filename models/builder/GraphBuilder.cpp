@@ -36,7 +36,7 @@ public:
     Block *body = module->getBody();
     SmallVector<Operation *> decls;
     for (Operation &op : *body)
-      if (isa<WeightOp, KVCacheOp>(op))
+      if (isa<WeightOp, KVCacheOp, StateOp>(op))
         decls.push_back(&op);
     for (Operation *op : llvm::reverse(decls))
       op->moveBefore(body, body->begin());
@@ -46,6 +46,8 @@ public:
   void buildTarget();
   void buildDrafterContext();
   void buildDraft();
+  /// `draftLogits`: also return the drafter's logits.
+  void buildDflashStep(bool draftLogits);
 
 private:
   //===--- Types and declarations -----------------------------------------===//
@@ -92,10 +94,16 @@ private:
     // A ring buffer keeps the window of the block's oldest query plus the
     // block.
     int64_t capacity = window > 0 ? window + tokens : maxContext;
-    KVCacheOp::create(declBuilder, loc(), b.getStringAttr(symbol), i64(kvHeads),
-                      i64(qkDim), i64(vDim), i64(capacity), i64(window),
-                      TypeAttr::get(b.getBF16Type()));
-    declared.insert(symbol);
+    if (declared.insert(symbol).second)
+      KVCacheOp::create(declBuilder, loc(), b.getStringAttr(symbol),
+                        i64(kvHeads), i64(qkDim), i64(vDim), i64(capacity),
+                        i64(window), TypeAttr::get(b.getBF16Type()));
+    return declared.find(symbol)->getKey();
+  }
+  StringRef state(const std::string &symbol, RankedTensorType type) {
+    if (declared.insert(symbol).second)
+      StateOp::create(declBuilder, loc(), b.getStringAttr(symbol),
+                      TypeAttr::get(type));
     return declared.find(symbol)->getKey();
   }
 
@@ -156,6 +164,22 @@ private:
   }
 
   Value targetLayer(int64_t i, Value x, Value tokenIds, Value positions);
+  /// The target over a block: the logits [T, V] (and the drafter's taps
+  /// [T, taps x H] when it has one).
+  Value targetBody(Value tokenIds, Value positions, Value *taps);
+  /// The taps' context features appended to every drafter layer's cache; the
+  /// append tokens.
+  SmallVector<Value> drafterContextBody(Value taps, Value positions);
+  /// The drafter over the block [t_s, MASK...]: its logits [T, V].
+  Value draftBody(Value tokenIds, Value positions, ValueRange contextTokens);
+  func::FuncOp beginFunction(StringRef name, ArrayRef<Type> inputs,
+                             ArrayRef<Type> results) {
+    b.setInsertionPointToEnd(module->getBody());
+    auto fn = func::FuncOp::create(b, loc(), name,
+                                   b.getFunctionType(inputs, results));
+    b.setInsertionPointToStart(fn.addEntryBlock());
+    return fn;
+  }
 
   MLIRContext &ctx;
   OpBuilder b;
@@ -248,19 +272,9 @@ Value GraphBuilderImpl::targetLayer(int64_t i, Value x, Value tokenIds,
   return add(x, y);
 }
 
-void GraphBuilderImpl::buildTarget() {
+Value GraphBuilderImpl::targetBody(Value tokenIds, Value positions,
+                                   Value *taps) {
   int64_t T = tokens, H = cfg.hiddenSize, V = cfg.vocabSize;
-  const DrafterConfig *drafter = model.drafter ? &*model.drafter : nullptr;
-  SmallVector<Type> results{tensor({T, V}, b.getF32Type()), ids(T)};
-  if (drafter)
-    results.push_back(act({T, H * int64_t(drafter->targetLayerIds.size())}));
-  b.setInsertionPointToEnd(module->getBody());
-  auto fn = func::FuncOp::create(b, loc(), "target",
-                                 b.getFunctionType({ids(T), ids(T)}, results));
-  Block *body = fn.addEntryBlock();
-  b.setInsertionPointToStart(body);
-  Value tokenIds = body->getArgument(0), positions = body->getArgument(1);
-
   StringRef embed = plainWeight("model.embed_tokens", {V, H}, b.getBF16Type(),
                                 "model.embed_tokens.weight");
   Value x =
@@ -273,16 +287,36 @@ void GraphBuilderImpl::buildTarget() {
   Value normed = rmsNorm(
       x, plainWeight("model.norm", {H}, b.getBF16Type(), "model.norm.weight"),
       cfg.rmsNormEps);
-  Value logits = linear(normed, "lm_head", "lm_head.weight", V,
-                        cfg.quant.lmHead, b.getF32Type());
-  SmallVector<Value> outs{logits, ArgmaxOp::create(b, loc(), ids(T), logits)};
-  if (drafter) {
+  // transformers' hidden_states[num_layers] (the tap "after" the last layer)
+  // is the final norm's output.
+  hiddenAfter[cfg.numLayers - 1] = normed;
+  if (taps && model.drafter) {
+    const DrafterConfig &d = *model.drafter;
     // Taps in target_layer_ids order: the layout of the drafter's fc input.
-    SmallVector<Value> taps;
-    for (int64_t id : drafter->targetLayerIds)
-      taps.push_back(hiddenAfter.lookup(id));
-    outs.push_back(ConcatOp::create(b, loc(), results[2], taps, i64(1)));
+    SmallVector<Value> parts;
+    for (int64_t id : d.targetLayerIds)
+      parts.push_back(hiddenAfter.lookup(id));
+    *taps = ConcatOp::create(b, loc(),
+                             act({T, H * int64_t(d.targetLayerIds.size())}),
+                             parts, i64(1), ArrayAttr(), FloatAttr());
   }
+  return linear(normed, "lm_head", "lm_head.weight", V, cfg.quant.lmHead,
+                b.getF32Type());
+}
+
+void GraphBuilderImpl::buildTarget() {
+  int64_t T = tokens, H = cfg.hiddenSize, V = cfg.vocabSize;
+  const DrafterConfig *drafter = model.drafter ? &*model.drafter : nullptr;
+  SmallVector<Type> results{tensor({T, V}, b.getF32Type()), ids(T)};
+  if (drafter)
+    results.push_back(act({T, H * int64_t(drafter->targetLayerIds.size())}));
+  auto fn = beginFunction("target", {ids(T), ids(T)}, results);
+  Value taps;
+  Value logits = targetBody(fn.getArgument(0), fn.getArgument(1),
+                            drafter ? &taps : nullptr);
+  SmallVector<Value> outs{logits, ArgmaxOp::create(b, loc(), ids(T), logits)};
+  if (drafter)
+    outs.push_back(taps);
   func::ReturnOp::create(b, loc(), outs);
 }
 
@@ -290,24 +324,19 @@ std::string drafterLayer(int64_t l) {
   return "layers." + std::to_string(l) + ".";
 }
 
-void GraphBuilderImpl::buildDrafterContext() {
+SmallVector<Value> GraphBuilderImpl::drafterContextBody(Value taps,
+                                                        Value positions) {
   const DrafterConfig &d = *model.drafter;
-  int64_t T = tokens, taps = int64_t(d.targetLayerIds.size());
-  b.setInsertionPointToEnd(module->getBody());
-  auto fn = func::FuncOp::create(
-      b, loc(), "drafter_context",
-      b.getFunctionType({act({T, cfg.hiddenSize * taps}), ids(T)}, {}));
-  Block *body = fn.addEntryBlock();
-  b.setInsertionPointToStart(body);
-  Value positions = body->getArgument(1);
+  int64_t T = tokens;
   const std::string S = kDrafterSourcePrefix;
-  Value c = linear(body->getArgument(0), "drafter.fc", S + "fc.weight",
-                   d.hiddenSize, d.quant.denseMlp);
+  Value c = linear(taps, "drafter.fc", S + "fc.weight", d.hiddenSize,
+                   d.quant.denseMlp);
   c = rmsNorm(c,
               plainWeight("drafter.hidden_norm", {d.hiddenSize},
                           b.getBF16Type(), S + "hidden_norm.weight"),
               d.rmsNormEps);
   // Every layer sees the context through its own k_proj/k_norm/v_proj, cached.
+  SmallVector<Value> written;
   for (int64_t l = 0; l < d.numLayers; ++l) {
     std::string a = drafterLayer(l) + "self_attn.";
     Value k =
@@ -327,29 +356,32 @@ void GraphBuilderImpl::buildDrafterContext() {
         d.layerTypes[l] == AttentionKind::Sliding ? d.slidingWindow : 0;
     StringRef cache = kvCache("ctx.layer" + std::to_string(l), d.numKvHeads,
                               d.headDim, d.headDim, window);
-    KVAppendOp::create(b, loc(), b.getType<TokenType>(), k, v, positions,
-                       sym(cache));
+    written.push_back(KVAppendOp::create(b, loc(), b.getType<TokenType>(), k, v,
+                                         positions, sym(cache)));
   }
+  return written;
+}
+
+void GraphBuilderImpl::buildDrafterContext() {
+  const DrafterConfig &d = *model.drafter;
+  int64_t T = tokens, taps = int64_t(d.targetLayerIds.size());
+  auto fn = beginFunction("drafter_context",
+                          {act({T, cfg.hiddenSize * taps}), ids(T)}, {});
+  drafterContextBody(fn.getArgument(0), fn.getArgument(1));
   func::ReturnOp::create(b, loc());
 }
 
-void GraphBuilderImpl::buildDraft() {
+Value GraphBuilderImpl::draftBody(Value tokenIds, Value positions,
+                                  ValueRange contextTokens) {
   const DrafterConfig &d = *model.drafter;
   int64_t T = tokens, H = d.hiddenSize, V = cfg.vocabSize;
-  b.setInsertionPointToEnd(module->getBody());
-  auto fn = func::FuncOp::create(
-      b, loc(), "draft",
-      b.getFunctionType({ids(T), ids(T)}, {tensor({T, V}, b.getF32Type())}));
-  Block *body = fn.addEntryBlock();
-  b.setInsertionPointToStart(body);
-  Value positions = body->getArgument(1);
   const std::string S = kDrafterSourcePrefix;
 
   // The block [t_s, MASK x (B-1)] through the target's embedding.
   StringRef embed = plainWeight("model.embed_tokens", {V, cfg.hiddenSize},
                                 b.getBF16Type(), "model.embed_tokens.weight");
-  Value x = EmbedOp::create(b, loc(), act({T, H}), body->getArgument(0),
-                            sym(embed), f64(d.inputEmbeddingScale));
+  Value x = EmbedOp::create(b, loc(), act({T, H}), tokenIds, sym(embed),
+                            f64(d.inputEmbeddingScale));
   for (int64_t l = 0; l < d.numLayers; ++l) {
     std::string p = drafterLayer(l), a = p + "self_attn.";
     Value h =
@@ -383,9 +415,12 @@ void GraphBuilderImpl::buildDraft() {
       sinks =
           sym(plainWeight("drafter." + a + "attention_sink_bias", {d.numHeads},
                           b.getBF16Type(), S + a + "attention_sink_bias"));
+    ValueRange after = contextTokens.empty()
+                           ? ValueRange()
+                           : contextTokens.slice(size_t(l), 1);
     Value attn = AttentionOp::create(
         b, loc(), act({T, d.numHeads, d.headDim}), q, positions,
-        sym("ctx.layer" + std::to_string(l)), ValueRange(), k, v, sinks,
+        sym("ctx.layer" + std::to_string(l)), after, k, v, sinks,
         MaskKindAttr::get(&ctx, d.causal[l] ? MaskKind::causal
                                             : MaskKind::bidirectional),
         f64(1.0 / std::sqrt(double(d.headDim))), f64(d.attentionValueScale),
@@ -410,7 +445,57 @@ void GraphBuilderImpl::buildDraft() {
   if (d.outputMultiplier != 1.0 || d.finalLogitSoftcapping > 0)
     logits = LogitCapOp::create(b, loc(), logits, f64(d.outputMultiplier),
                                 f64(d.finalLogitSoftcapping));
+  return logits;
+}
+
+void GraphBuilderImpl::buildDraft() {
+  int64_t T = tokens, V = cfg.vocabSize;
+  auto fn = beginFunction("draft", {ids(T), ids(T)},
+                          {tensor({T, V}, b.getF32Type())});
+  Value logits = draftBody(fn.getArgument(0), fn.getArgument(1), {});
   func::ReturnOp::create(b, loc(), logits);
+}
+
+void GraphBuilderImpl::buildDflashStep(bool draftLogitsOut) {
+  const DrafterConfig &d = *model.drafter;
+  int64_t B = tokens;
+  int64_t V = model.target.vocabSize;
+  SmallVector<Type> results{ids(B + 1), tensor({B, V}, b.getF32Type())};
+  if (draftLogitsOut)
+    results.push_back(tensor({B, V}, b.getF32Type()));
+  auto fn = beginFunction("dflash_step", {}, results);
+  (void)fn;
+  // The block to verify and its positions: what the previous step drafted (or
+  // the host's prompt chunk, with `forced` = its length).
+  Value block =
+      StateReadOp::create(b, loc(), ids(B), sym(state("spec.tokens", ids(B))));
+  Value positions = StateReadOp::create(b, loc(), ids(B),
+                                        sym(state("spec.positions", ids(B))));
+  Value forced =
+      StateReadOp::create(b, loc(), ids(1), sym(state("spec.forced", ids(1))));
+  // Verify: the target over the block; its taps become context features of
+  // the block's positions (those past the accepted ones are overwritten by the
+  // next block, which starts right after them).
+  Value taps;
+  Value logits = targetBody(block, positions, &taps);
+  Value predicted = ArgmaxOp::create(b, loc(), ids(B), logits);
+  SmallVector<Value> context = drafterContextBody(taps, positions);
+  auto accept =
+      AcceptOp::create(b, loc(), ids(B + 1), ids(B), ids(B), block, predicted,
+                       positions, forced, i64(d.maskTokenId));
+  // Draft the next block [bonus, MASK...] right after the accepted tokens.
+  Value draftLogits =
+      draftBody(accept.getNextTokens(), accept.getNextPositions(), context);
+  Value drafted = ArgmaxOp::create(b, loc(), ids(B), draftLogits);
+  SpecUpdateOp::create(b, loc(), accept.getNextTokens(), drafted,
+                       accept.getNextPositions(), sym("spec.tokens"),
+                       sym("spec.positions"));
+  // The verify logits stay readable after the step (tile-run --check), the
+  // draft logits when asked for.
+  SmallVector<Value> outs{accept.getCommitted(), logits};
+  if (draftLogitsOut)
+    outs.push_back(draftLogits);
+  func::ReturnOp::create(b, loc(), outs);
 }
 
 } // namespace
@@ -433,11 +518,36 @@ OwningOpRef<ModuleOp> buildGraph(MLIRContext &context, const Model &model,
             std::to_string(tokens) + ")";
     return {};
   }
+  if (model.drafter && options.withDrafter && tokens > 16) {
+    error = "a DFlash step verifies at most 16 tokens, got " +
+            std::to_string(tokens);
+    return {};
+  }
   GraphBuilderImpl builder(context, model, tokens, options.maxContext);
-  builder.buildTarget();
+  auto wanted = [&](StringRef name) {
+    return options.functions.empty() ||
+           llvm::is_contained(options.functions, name.str());
+  };
+  for (const std::string &name : options.functions)
+    if (name != "target" && !(model.drafter && options.withDrafter &&
+                              (name == "drafter_context" || name == "draft" ||
+                               name == "dflash_step"))) {
+      error = "no graph function '" + name + "' for " +
+              (model.target.name.empty() ? "this model" : model.target.name) +
+              (model.drafter && options.withDrafter
+                   ? " (target, drafter_context, draft, dflash_step)"
+                   : " (target; the DFlash functions need a drafter)");
+      return {};
+    }
+  if (wanted("target"))
+    builder.buildTarget();
   if (model.drafter && options.withDrafter) {
-    builder.buildDrafterContext();
-    builder.buildDraft();
+    if (wanted("drafter_context"))
+      builder.buildDrafterContext();
+    if (wanted("draft"))
+      builder.buildDraft();
+    if (wanted("dflash_step"))
+      builder.buildDflashStep(options.draftLogits);
   }
   OwningOpRef<ModuleOp> module = builder.takeModule();
   if (failed(verify(*module))) {

@@ -14,6 +14,10 @@
 //  * @draft(tokens, positions) -> logits: the drafter over the block
 //    [t_s, MASK x (B-1)], attending to its context caches and to the block
 //    itself, through the target's embedding and lm_head.
+//  * @dflash_step() -> committed: one whole DFlash step (verify the block
+//    held in the step state @spec.tokens / @spec.positions, append its context
+//    features, accept, draft the next block and store it into the state);
+//    `committed` = [count, tokens...] is all the host reads.
 //
 // Weight symbols are named after their checkpoint tensors; `source` is the
 // tensor name in the target checkpoint, or `drafter/<name>` in the drafter's.
@@ -27,6 +31,7 @@
 #include "mlir/IR/OwningOpRef.h"
 
 #include <string>
+#include <vector>
 
 namespace tilec {
 
@@ -38,6 +43,11 @@ struct GraphOptions {
   int64_t maxContext = 4096;
   /// Build the drafter's functions (when the model has a drafter).
   bool withDrafter = true;
+  /// The functions to build (empty: every one the model has).
+  std::vector<std::string> functions;
+  /// @dflash_step also returns the drafter's logits [T, V] f32 (checks only:
+  /// one more store per step).
+  bool draftLogits = false;
 };
 
 /// The prefix of drafter tensors in a weight's `source`.

@@ -247,6 +247,10 @@ nlohmann::json toDrafterJson(const DrafterConfig &drafter,
 /// toHubJson's text, or "" if the config cannot be written (for callers built
 /// without exceptions).
 std::string configTextNoThrow(const TargetConfig &config);
+/// The drafter's config.json text (toDrafterJson), or "" if it cannot be
+/// written.
+std::string drafterConfigTextNoThrow(const DrafterConfig &drafter,
+                                     const TargetConfig &target);
 /// tilec's `quantization_config`; null for an all-BF16 plan.
 nlohmann::json toQuantizationJson(const QuantPlan &plan);
 

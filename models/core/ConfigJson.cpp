@@ -1040,6 +1040,15 @@ json toDrafterJson(const DrafterConfig &d, const TargetConfig &target,
   return j;
 }
 
+std::string drafterConfigTextNoThrow(const DrafterConfig &drafter,
+                                     const TargetConfig &target) {
+  try {
+    return toDrafterJson(drafter, target, HfJsonOptions()).dump(1);
+  } catch (const std::exception &) {
+    return "";
+  }
+}
+
 std::string configTextNoThrow(const TargetConfig &config) {
   try {
     return toHubJson(config).dump(1);

@@ -98,8 +98,8 @@ Tensor heads(Tensor x, int64_t n, int64_t dim) {
 
 ReferenceDrafter::ReferenceDrafter(const DrafterConfig &drafter,
                                    const TargetConfig &target,
-                                   WeightSource &weights)
-    : d_(drafter), t_(target), weights_(weights) {
+                                   WeightSource &weights, bool roundActivations)
+    : d_(drafter), t_(target), weights_(weights), round_(roundActivations) {
   validate(d_, t_);
   context_.resize(size_t(d_.numLayers));
   for (ref::KVCache &c : context_) {
@@ -137,6 +137,11 @@ void ReferenceDrafter::appendContext(const Tensor &taps) {
     fail("drafter: context taps are {} wide, expected {} ({} taps of {})",
          taps.dim(1), width, d_.targetLayerIds.size(), H);
   Tensor c = ref::linear(taps, weight(kPrefix + "fc.weight", {H, width}), H);
+  auto round = [&](Tensor &t) {
+    if (round_)
+      ref::roundToBf16(t);
+  };
+  round(c);
   c = ref::rmsNorm(c, weight(kPrefix + "hidden_norm.weight", {H}),
                    d_.rmsNormEps);
   std::vector<int64_t> positions(static_cast<size_t>(n));
@@ -154,6 +159,8 @@ void ReferenceDrafter::appendContext(const Tensor &taps) {
         ref::linear(c, weight(a + "v_proj.weight", {d_.numKvHeads * D, H}),
                     d_.numKvHeads * D),
         d_.numKvHeads, D);
+    round(k);
+    round(v);
     context_[size_t(l)].append(k, v);
   }
 }
@@ -172,6 +179,11 @@ Tensor ReferenceDrafter::draft(int32_t lastToken, int64_t start,
     for (int64_t c = 0; c < H; ++c)
       x.row(i)[c] = embed[size_t(id * H + c)] * float(d_.inputEmbeddingScale);
   }
+  auto round = [&](Tensor &t) {
+    if (round_)
+      ref::roundToBf16(t);
+  };
+  round(x);
   std::vector<int64_t> positions(static_cast<size_t>(B));
   std::iota(positions.begin(), positions.end(), start);
   for (int64_t l = 0; l < d_.numLayers; ++l) {
@@ -193,6 +205,9 @@ Tensor ReferenceDrafter::draft(int32_t lastToken, int64_t start,
       q = ref::rope(q, positions, d_.rotaryDim, d_.ropeTheta);
       k = ref::rope(k, positions, d_.rotaryDim, d_.ropeTheta);
     }
+    round(q);
+    round(k);
+    round(v);
     ref::BlockAttentionParams params;
     params.scale = 1.0 / std::sqrt(double(D));
     params.valueScale = d_.attentionValueScale;
@@ -204,17 +219,22 @@ Tensor ReferenceDrafter::draft(int32_t lastToken, int64_t start,
       params.sinks = &weight(a + "attention_sink_bias", {d_.numHeads});
     Tensor attn =
         ref::blockAttention(q, start, context_[size_t(l)], k, v, params);
+    round(attn);
     attn.shape = {B, d_.numHeads * D};
     x = ref::add(
         x, ref::linear(attn, weight(a + "o_proj.weight", {H, d_.numHeads * D}),
                        H));
+    round(x);
     Tensor n2 = ref::rmsNorm(
         x, weight(p + "post_attention_layernorm.weight", {H}), d_.rmsNormEps);
     int64_t I = d_.intermediateSize;
     Tensor g = ref::linear(n2, weight(p + "mlp.gate_proj.weight", {I, H}), I);
     Tensor u = ref::linear(n2, weight(p + "mlp.up_proj.weight", {I, H}), I);
-    x = ref::add(x, ref::linear(ref::siluMul(g, u),
-                                weight(p + "mlp.down_proj.weight", {H, I}), H));
+    Tensor act = ref::siluMul(g, u);
+    round(act);
+    x = ref::add(
+        x, ref::linear(act, weight(p + "mlp.down_proj.weight", {H, I}), H));
+    round(x);
   }
   x = ref::rmsNorm(x, weight(kPrefix + "norm.weight", {H}), d_.rmsNormEps);
   Tensor logits =
@@ -235,8 +255,9 @@ double DflashReference::Stats::meanAccepted() const {
          double(accepted.size());
 }
 
-DflashReference::DflashReference(const Model &model, WeightSource &weights)
-    : model_(model), weights_(weights) {
+DflashReference::DflashReference(const Model &model, WeightSource &weights,
+                                 bool roundActivations)
+    : model_(model), weights_(weights), round_(roundActivations) {
   if (!model.drafter)
     fail("{}: DFlash needs a drafter and the model has none",
          model.target.name);
@@ -256,6 +277,8 @@ Tensor DflashReference::taps(const ReferenceModel::Output &out,
       const ref::Tensor &h = id == last ? out.normed : out.hidden[size_t(id)];
       std::copy_n(h.row(r), H, t.row(r) + k * H);
     }
+  if (round_)
+    ref::roundToBf16(t); // an engine's concat stores the taps as bf16
   return t;
 }
 
@@ -270,8 +293,10 @@ DflashReference::generate(const std::vector<int32_t> &prompt, int64_t count,
   if (oracle && int64_t(oracle->size()) < count + B)
     fail("DFlash: the oracle continuation has {} tokens, {} needed",
          oracle->size(), count + B);
-  ReferenceModel target(model_.target, weights_);
-  ReferenceDrafter drafter(d, model_.target, weights_);
+  ReferenceModel::Options options;
+  options.roundActivations = round_;
+  ReferenceModel target(model_.target, weights_, options);
+  ReferenceDrafter drafter(d, model_.target, weights_, round_);
 
   // Prefill: the first token, and every prompt position's context features.
   ReferenceModel::Output out = target.forward(prompt, /*keepHidden=*/true);

@@ -42,8 +42,12 @@ Tensor blockAttention(const Tensor &q, int64_t start, const KVCache &context,
 /// The DFlash drafter (no embedding or lm_head of its own: the target's).
 class ReferenceDrafter {
 public:
+  /// `roundActivations`: round what an engine stores as bf16 (the context
+  /// features, q/k/v, attention outputs, the residual stream, SiLU*mul) as
+  /// ReferenceModel::Options::roundActivations does, so that an engine's
+  /// drafts can be compared to rounding error.
   ReferenceDrafter(const DrafterConfig &drafter, const TargetConfig &target,
-                   WeightSource &weights);
+                   WeightSource &weights, bool roundActivations = false);
 
   /// Appends the context features of `n` committed positions starting at
   /// contextLength(): `taps` is [n, taps * hidden], the target's hidden states
@@ -63,6 +67,7 @@ private:
   DrafterConfig d_;
   TargetConfig t_;
   WeightSource &weights_;
+  bool round_;
   std::map<std::string, std::vector<float>> cache_;
   std::vector<ref::KVCache> context_;
 };
@@ -70,7 +75,9 @@ private:
 /// Greedy speculative decoding with DFlash on the reference models.
 class DflashReference {
 public:
-  DflashReference(const Model &model, WeightSource &weights);
+  /// `roundActivations`: both models round at an engine's bf16 points.
+  DflashReference(const Model &model, WeightSource &weights,
+                  bool roundActivations = false);
 
   struct Stats {
     std::vector<int64_t> accepted; // tokens committed per verify step (1 .. B)
@@ -94,6 +101,7 @@ private:
   ref::Tensor taps(const ReferenceModel::Output &out, int64_t rows) const;
   const Model &model_;
   WeightSource &weights_;
+  bool round_;
 };
 
 } // namespace tilec

@@ -1,16 +1,17 @@
-/*===- TaskAbi.h - The engine's task records, shared by every executor -----===//
+/*===- TaskAbi.h - The engine's task records, shared by every executor
+ *-----===//
  *
  * The contract between codegen (which writes task tables), the runtime (which
- * uploads them), the host executor (which runs them on CPU threads) and the device
- * library (which runs them on the GPU). Plain C types only: NVRTC compiles this
- * header with no standard library. docs/engine.md describes each task kind's
- * semantics; this file fixes the layout.
+ * uploads them), the host executor (which runs them on CPU threads) and the
+ *device library (which runs them on the GPU). Plain C types only: NVRTC
+ *compiles this header with no standard library. docs/engine.md describes each
+ *task kind's semantics; this file fixes the layout.
  *
  *===----------------------------------------------------------------------===*/
 #ifndef TILEC_RUNTIME_ABI_TASKABI_H
 #define TILEC_RUNTIME_ABI_TASKABI_H
 
-#define TILEC_ABI_VERSION 1
+#define TILEC_ABI_VERSION 2
 
 /* One task: 24 signed 64-bit words. */
 #define TILEC_TASK_WORDS 24
@@ -23,9 +24,9 @@
 #define TILEC_W_COUNT0 3   /* signals of that event this step to wait for */
 #define TILEC_W_WAIT1 4
 #define TILEC_W_COUNT1 5
-#define TILEC_W_SIGNAL 6   /* event id signalled (+1) when done, or -1 */
-#define TILEC_W_FAMILY 7   /* TilecTaskFamily: lets executors check instances */
-#define TILEC_W_ARG0 8     /* argument i is word TILEC_W_ARG0 + i */
+#define TILEC_W_SIGNAL 6 /* event id signalled (+1) when done, or -1 */
+#define TILEC_W_FAMILY 7 /* TilecTaskFamily: lets executors check instances */
+#define TILEC_W_ARG0 8   /* argument i is word TILEC_W_ARG0 + i */
 
 typedef struct TilecTask {
   long long w[TILEC_TASK_WORDS];
@@ -41,7 +42,10 @@ enum TilecTaskFamily {
   TILEC_TASK_MOE_DOWN = 5,
   TILEC_TASK_MOE_COMBINE = 6,
   TILEC_TASK_ARGMAX_REDUCE = 7,
-  TILEC_TASK_FAMILY_COUNT = 8
+  TILEC_TASK_CONCAT = 8, /* DFlash: the target's tapped hidden states     */
+  TILEC_TASK_SPEC_ACCEPT = 9,  /* DFlash: verify, accept, the next block  */
+  TILEC_TASK_SPEC_UPDATE = 10, /* DFlash: the next block into the step state */
+  TILEC_TASK_FAMILY_COUNT = 11
 };
 
 /* Weight storage formats (compile-time parameter of LINEAR and MOE bodies). */
@@ -50,14 +54,14 @@ enum TilecFormat { TILEC_FMT_BF16 = 0, TILEC_FMT_FP8 = 1, TILEC_FMT_MXFP4 = 2 };
 /* LINEAR prologues and epilogues. */
 enum TilecPrologue { TILEC_PRO_NONE = 0, TILEC_PRO_RMSNORM = 1 };
 enum TilecEpilogue {
-  TILEC_EPI_STORE_BF16 = 0,   /* out[t, n] = y                                  */
-  TILEC_EPI_STORE_F32 = 1,    /* out[t, n] = y (f32)                            */
-  TILEC_EPI_RESIDUAL = 2,     /* out[t, n] = residual[t, n] + y (bf16)          */
-  TILEC_EPI_SILU_PAIR = 3,    /* out[t, n] = silu(y_gate) * y_up (bf16)         */
-  TILEC_EPI_ROPE_STORE = 4,   /* q: rope per head, store bf16 [T, heads, D]     */
-  TILEC_EPI_ROPE_KCACHE = 5,  /* k: rope per head, store into the key cache     */
-  TILEC_EPI_VCACHE = 6,       /* v: store into the value cache                  */
-  TILEC_EPI_ARGMAX = 7        /* logits f32 + per-tile (max, index) partials     */
+  TILEC_EPI_STORE_BF16 = 0, /* out[t, n] = y                                  */
+  TILEC_EPI_STORE_F32 = 1,  /* out[t, n] = y (f32)                            */
+  TILEC_EPI_RESIDUAL = 2,   /* out[t, n] = residual[t, n] + y (bf16)          */
+  TILEC_EPI_SILU_PAIR = 3,  /* out[t, n] = silu(y_gate) * y_up (bf16)         */
+  TILEC_EPI_ROPE_STORE = 4, /* q: rope per head, store bf16 [T, heads, D]     */
+  TILEC_EPI_ROPE_KCACHE = 5, /* k: rope per head, store into the key cache */
+  TILEC_EPI_VCACHE = 6, /* v: store into the value cache                  */
+  TILEC_EPI_ARGMAX = 7  /* logits f32 + per-tile (max, index) partials     */
 };
 
 /* Argument words of each family (word TILEC_W_ARG0 + index); offsets
@@ -68,37 +72,41 @@ enum TilecEmbedArgs {
   TILEC_EMBED_OUT = 2,   /* arena: bf16 [T, H]               */
   TILEC_EMBED_COL0 = 3,  /* columns [col0, col1) of H        */
   TILEC_EMBED_COL1 = 4,
-  TILEC_EMBED_SCALE = 5  /* f32 bits: input_embedding_scale  */
+  TILEC_EMBED_SCALE = 5 /* f32 bits: input_embedding_scale  */
 };
 
 enum TilecLinearArgs {
-  TILEC_LIN_X = 0,        /* arena: bf16 [T, K]                                 */
-  TILEC_LIN_W = 1,        /* weights: the weight's data ([N, K] in its format)  */
-  TILEC_LIN_WSCALE = 2,   /* weights: its scales (FP8: f32, MXFP4: E8M0)        */
-  TILEC_LIN_N0 = 3,       /* output rows [n0, n1) of this task                  */
+  TILEC_LIN_X = 0,      /* arena: bf16 [T, K]                                 */
+  TILEC_LIN_W = 1,      /* weights: the weight's data ([N, K] in its format)  */
+  TILEC_LIN_WSCALE = 2, /* weights: its scales (FP8: f32, MXFP4: E8M0)        */
+  TILEC_LIN_N0 = 3,     /* output rows [n0, n1) of this task                  */
   TILEC_LIN_N1 = 4,
-  TILEC_LIN_OUT = 5,      /* arena (or kv for the cache epilogues)              */
-  TILEC_LIN_NORM_W = 6,   /* weights: bf16 [K] (prologue RMSNORM)               */
-  TILEC_LIN_EPS = 7,      /* f32 bits                                           */
-  TILEC_LIN_RESIDUAL = 8, /* arena: bf16 [T, N] (RESIDUAL)                      */
-  TILEC_LIN_W2 = 9,       /* weights: up_proj data (SILU_PAIR)                  */
-  TILEC_LIN_W2SCALE = 10, /* weights: up_proj scales (SILU_PAIR)                */
-  TILEC_LIN_POS = 11,     /* arena: int32 [T] positions (ROPE_*, *CACHE)        */
-  TILEC_LIN_THETA = 12,   /* f32 bits: rope theta (ROPE_*)                      */
-  TILEC_LIN_PARTIAL = 13, /* arena: (f32 max, int32 index) [T, tiles] (ARGMAX)  */
-  TILEC_LIN_TILE = 14     /* this task's tile index (ARGMAX)                    */
+  TILEC_LIN_OUT = 5,    /* arena (or kv for the cache epilogues)              */
+  TILEC_LIN_NORM_W = 6, /* weights: bf16 [K] (prologue RMSNORM)               */
+  TILEC_LIN_EPS = 7,    /* f32 bits (low 32); head norm eps (high 32)         */
+  TILEC_LIN_RESIDUAL = 8, /* arena: bf16 [T, N] (RESIDUAL) */
+  TILEC_LIN_W2 = 9, /* weights: up_proj data (SILU_PAIR)                  */
+  TILEC_LIN_W2SCALE = 10, /* weights: up_proj scales (SILU_PAIR) */
+  TILEC_LIN_POS = 11,   /* arena: int32 [T] positions (ROPE_*, *CACHE)        */
+  TILEC_LIN_THETA = 12, /* f32 bits: rope theta (ROPE_*); ARGMAX with         */
+                        /* logit_cap: multiplier (low 32), softcap (high 32)  */
+  TILEC_LIN_PARTIAL =
+      13,              /* arena: (f32 max, int32 index) [T, tiles] (ARGMAX)  */
+  TILEC_LIN_TILE = 14, /* this task's tile index (ARGMAX)                    */
+  TILEC_LIN_HNORM_W =
+      15 /* weights: bf16 [head_dim] per-head norm (head_norm) */
 };
 
 enum TilecAttentionArgs {
-  TILEC_ATT_Q = 0,        /* arena: bf16 [T, Hq, D]                          */
-  TILEC_ATT_KCACHE = 1,   /* kv: bf16 [capacity, Hkv, D]                     */
-  TILEC_ATT_VCACHE = 2,   /* kv: bf16 [capacity, Hkv, Dv]                    */
-  TILEC_ATT_POS = 3,      /* arena: int32 [T]                                */
-  TILEC_ATT_OUT = 4,      /* arena: bf16 [T, Hq, Dv]                         */
-  TILEC_ATT_KV_HEAD = 5,  /* this task's kv head (queries of its group)      */
-  TILEC_ATT_SINKS = 6,    /* weights: bf16 [Hq], or -1                       */
-  TILEC_ATT_SCALE = 7,    /* f32 bits                                        */
-  TILEC_ATT_VSCALE = 8    /* f32 bits                                        */
+  TILEC_ATT_Q = 0,       /* arena: bf16 [T, Hq, D]                          */
+  TILEC_ATT_KCACHE = 1,  /* kv: bf16 [capacity, Hkv, D]                     */
+  TILEC_ATT_VCACHE = 2,  /* kv: bf16 [capacity, Hkv, Dv]                    */
+  TILEC_ATT_POS = 3,     /* arena: int32 [T]                                */
+  TILEC_ATT_OUT = 4,     /* arena: bf16 [T, Hq, Dv]                         */
+  TILEC_ATT_KV_HEAD = 5, /* this task's kv head (queries of its group)      */
+  TILEC_ATT_SINKS = 6,   /* weights: bf16 [Hq], or -1                       */
+  TILEC_ATT_SCALE = 7,   /* f32 bits                                        */
+  TILEC_ATT_VSCALE = 8   /* f32 bits                                        */
 };
 
 enum TilecRouterArgs {
@@ -111,17 +119,17 @@ enum TilecRouterArgs {
 };
 
 enum TilecMoeArgs {
-  TILEC_MOE_SLOT = 0,     /* the plan slot this task serves                        */
-  TILEC_MOE_N0 = 1,       /* output rows [n0, n1) (of I for GATE_UP, of H for DOWN) */
+  TILEC_MOE_SLOT = 0, /* the plan slot this task serves */
+  TILEC_MOE_N0 = 1, /* output rows [n0, n1) (of I for GATE_UP, of H for DOWN) */
   TILEC_MOE_N1 = 2,
-  TILEC_MOE_X = 3,        /* GATE_UP: arena bf16 [T, H]; DOWN: act bf16 [S, T, I]  */
-  TILEC_MOE_PLAN = 4,     /* arena: int32 plan                                     */
-  TILEC_MOE_W = 5,        /* weights: experts' data, expert e at W + e * stride    */
-  TILEC_MOE_WSCALE = 6,   /* weights: experts' scales, likewise                    */
-  TILEC_MOE_OUT = 7,      /* GATE_UP: act bf16 [S, T, I]; DOWN: f32 [T, K, H]      */
-  TILEC_MOE_NORM_W = 8,   /* GATE_UP: weights bf16 [H] input norm                  */
-  TILEC_MOE_EPS = 9,      /* GATE_UP: f32 bits                                     */
-  TILEC_MOE_RWEIGHTS = 10 /* DOWN: arena f32 [T, K] routing weights                */
+  TILEC_MOE_X = 3, /* GATE_UP: arena bf16 [T, H]; DOWN: act bf16 [S, T, I]  */
+  TILEC_MOE_PLAN = 4, /* arena: int32 plan */
+  TILEC_MOE_W = 5, /* weights: experts' data, expert e at W + e * stride    */
+  TILEC_MOE_WSCALE = 6, /* weights: experts' scales, likewise */
+  TILEC_MOE_OUT = 7, /* GATE_UP: act bf16 [S, T, I]; DOWN: f32 [T, K, H]      */
+  TILEC_MOE_NORM_W = 8, /* GATE_UP: weights bf16 [H] input norm */
+  TILEC_MOE_EPS = 9, /* GATE_UP: f32 bits                                     */
+  TILEC_MOE_RWEIGHTS = 10 /* DOWN: arena f32 [T, K] routing weights */
 };
 
 enum TilecCombineArgs {
@@ -135,34 +143,62 @@ enum TilecCombineArgs {
 enum TilecArgmaxArgs {
   TILEC_AMX_PARTIAL = 0, /* arena: [T, tiles] of (f32 max, int32 index) */
   TILEC_AMX_TILES = 1,
-  TILEC_AMX_OUT = 2      /* arena: int32 [T] */
+  TILEC_AMX_OUT = 2 /* arena: int32 [T] */
+};
+
+enum TilecConcatArgs {
+  TILEC_CAT_X = 0,   /* arena: bf16 [T, W] (one input)                      */
+  TILEC_CAT_OUT = 1, /* arena: bf16 [T, OUT_W]                              */
+  TILEC_CAT_OFFSET = 2, /* the input's first column in out */
+  TILEC_CAT_COL0 = 3, /* columns [col0, col1) of the input                   */
+  TILEC_CAT_COL1 = 4,
+  TILEC_CAT_NORM_W = 5, /* weights: bf16 [W] (norm = 1) */
+  TILEC_CAT_EPS = 6 /* f32 bits                                            */
+};
+
+enum TilecSpecAcceptArgs {
+  TILEC_ACC_DRAFT = 0, /* arena: int32 [T] the verified block              */
+  TILEC_ACC_PREDICTED = 1, /* arena: int32 [T] the target's argmax */
+  TILEC_ACC_POS = 2,     /* arena: int32 [T] its positions                   */
+  TILEC_ACC_FORCED = 3,  /* arena: int32 [1] 0, or the prompt tokens given   */
+  TILEC_ACC_OUT = 4,     /* arena: int32 [T + 1] count, then the tokens      */
+  TILEC_ACC_NEXT = 5,    /* arena: int32 [T] [bonus, mask...]                */
+  TILEC_ACC_NEXT_POS = 6 /* arena: int32 [T] their positions                 */
+};
+
+enum TilecSpecUpdateArgs {
+  TILEC_UPD_NEXT = 0,     /* arena: int32 [T]                                 */
+  TILEC_UPD_DRAFTED = 1,  /* arena: int32 [T] the drafter's argmax            */
+  TILEC_UPD_NEXT_POS = 2, /* arena: int32 [T]                                 */
+  TILEC_UPD_TOKENS = 3,   /* arena (state): int32 [T]                         */
+  TILEC_UPD_POSITIONS = 4 /* arena (state): int32 [T]                         */
 };
 
 /* The kernel's one argument. Pointers are device addresses. */
 typedef struct TilecStepParams {
-  const TilecTask *tasks;                /* every SM's list, back to back      */
-  const int *sm_begin;                   /* [sms + 1]: SM s runs tasks         */
-                                         /* [sm_begin[s], sm_begin[s + 1])     */
-  unsigned char *arena;                  /* activations, inputs, outputs       */
+  const TilecTask *tasks; /* every SM's list, back to back      */
+  const int *sm_begin;    /* [sms + 1]: SM s runs tasks         */
+                          /* [sm_begin[s], sm_begin[s + 1])     */
+  unsigned char *arena;   /* activations, inputs, outputs       */
   const unsigned char *weights;
-  unsigned char *kv;                     /* KV caches                          */
-  unsigned long long *events;            /* monotonic counters                 */
-  const unsigned int *signals_per_step;  /* per event                          */
-  unsigned long long step;               /* 0-based: targets = step * per + n  */
-  unsigned long long *trace;             /* [sms, max tasks, 2] or null        */
-  int *report;                           /* host-mapped hang/fault report      */
-  unsigned long long watchdog_ns;        /* 0: no watchdog                     */
+  unsigned char *kv;                    /* KV caches                          */
+  unsigned long long *events;           /* monotonic counters                 */
+  const unsigned int *signals_per_step; /* per event                          */
+  unsigned long long step;              /* 0-based: targets = step * per + n  */
+  unsigned long long *trace;            /* [sms, max tasks, 2] or null        */
+  int *report;                          /* host-mapped hang/fault report      */
+  unsigned long long watchdog_ns;       /* 0: no watchdog                     */
 } TilecStepParams;
 
 /* The hang report the watchdog writes (ints of TilecStepParams::report). */
 enum TilecReport {
-  TILEC_REPORT_FLAG = 0,   /* 0 ok, 1 hang, 2 bad input (token id out of range) */
+  TILEC_REPORT_FLAG = 0, /* 0 ok, 1 hang, 2 bad input (token id out of range) */
   TILEC_REPORT_SM = 1,
-  TILEC_REPORT_TASK = 2,   /* index into the SM's list                           */
+  TILEC_REPORT_TASK = 2, /* index into the SM's list */
   TILEC_REPORT_OP = 3,
   TILEC_REPORT_EVENT = 4,
-  TILEC_REPORT_HAVE = 5,   /* event value seen (low 32 bits)                     */
-  TILEC_REPORT_WANT = 6,   /* target (low 32 bits)                               */
+  TILEC_REPORT_HAVE = 5, /* event value seen (low 32 bits) */
+  TILEC_REPORT_WANT = 6, /* target (low 32 bits) */
   TILEC_REPORT_WORDS = 8
 };
 

@@ -188,6 +188,15 @@ struct GpuEngine::Impl {
   std::string hangReport(uint64_t stepIndex) const;
   void resetEvents();
   void release();
+  /// One launch: `in` copied to the arena first, `out` back after it, all on
+  /// the stream; waits with the watchdog and timeout rules of GpuEngine.h.
+  struct Copy {
+    int64_t offset;
+    void *host;
+    size_t bytes;
+  };
+  void launchStep(const std::vector<Copy> &in, const std::vector<Copy> &out,
+                  const std::string &inputs);
 };
 
 void GpuEngine::Impl::current() const {
@@ -283,9 +292,18 @@ void GpuEngine::Impl::checkDevice() {
            name, b.bytes, bytes);
     return b.offset;
   };
-  tokensOffset = buffer(m.tokensBuffer, m.tokens * 4, "tokens", false);
-  positionsOffset = buffer(m.positionsBuffer, m.tokens * 4, "positions", false);
-  argmaxOffset = buffer(m.argmaxBuffer, m.tokens * 4, "argmax", false);
+  // A DFlash step reads its block from the step state and writes [count,
+  // tokens...]; a plain one takes tokens and positions and gives the argmax.
+  bool spec = m.spec.enabled();
+  if (spec) {
+    buffer(m.spec.tokensBuffer, m.tokens * 4, "DFlash tokens", false);
+    buffer(m.spec.positionsBuffer, m.tokens * 4, "DFlash positions", false);
+    buffer(m.spec.forcedBuffer, 4, "DFlash forced", false);
+    buffer(m.spec.outBuffer, (m.tokens + 1) * 4, "DFlash output", false);
+  }
+  tokensOffset = buffer(m.tokensBuffer, m.tokens * 4, "tokens", spec);
+  positionsOffset = buffer(m.positionsBuffer, m.tokens * 4, "positions", spec);
+  argmaxOffset = buffer(m.argmaxBuffer, m.tokens * 4, "argmax", spec);
   logitsOffset = buffer(m.logitsBuffer, -1, "logits", true);
   if (logitsOffset >= 0)
     logitsCount = m.buffer(m.logitsBuffer).bytes / 4;
@@ -398,7 +416,7 @@ void GpuEngine::Impl::allocate() {
   std::memset(report, 0, TILEC_REPORT_WORDS * sizeof(int));
   check(d->cuMemHostGetDevicePointer(&reportDev, report, 0),
         "mapping the hang-report buffer");
-  size_t ioBytes = size_t(m.tokens) * 3 * sizeof(int32_t);
+  size_t ioBytes = size_t(m.tokens + 1) * 3 * sizeof(int32_t);
   check(d->cuMemHostAlloc(&io, ioBytes, 0), "allocating pinned step buffers");
 }
 
@@ -712,6 +730,71 @@ StepOutput GpuEngine::step(const std::vector<int32_t> &tokens,
   int32_t *io = static_cast<int32_t *>(s.io);
   std::memcpy(io, tokens.data(), size_t(T) * 4);
   std::memcpy(io + T, positions.data(), size_t(T) * 4);
+  s.launchStep({{s.tokensOffset, io, size_t(T) * 4},
+                {s.positionsOffset, io + T, size_t(T) * 4}},
+               {{s.argmaxOffset, io + 2 * T, size_t(T) * 4}},
+               fmt::format("tokens {}", fmt::join(tokens, ",")));
+  StepOutput out;
+  out.argmax.assign(io + 2 * T, io + 3 * T);
+  if (wantLogits && s.logitsOffset >= 0) {
+    out.logits.resize(size_t(s.logitsCount));
+    s.check(s.d->cuMemcpyDtoH(out.logits.data(),
+                              s.arena + CUdeviceptr(s.logitsOffset),
+                              out.logits.size() * 4),
+            "copying the logits back");
+  }
+  return out;
+}
+
+void GpuEngine::writeBuffer(const std::string &name, const void *data,
+                            int64_t bytes) {
+  Impl &s = *impl_;
+  const BufferInfo &b = s.m.buffer(name);
+  if (bytes < 0 || b.bytes < bytes)
+    fail("GPU engine: buffer '{}' holds {} bytes, cannot write {}", name,
+         b.bytes, bytes);
+  s.current();
+  s.check(
+      s.d->cuMemcpyHtoD(s.arena + CUdeviceptr(b.offset), data, size_t(bytes)),
+      fmt::format("writing arena buffer '{}'", name));
+}
+
+void GpuEngine::readBuffer(const std::string &name, void *data, int64_t bytes) {
+  Impl &s = *impl_;
+  const BufferInfo &b = s.m.buffer(name);
+  if (bytes < 0 || b.bytes < bytes)
+    fail("GPU engine: buffer '{}' holds {} bytes, cannot read {}", name,
+         b.bytes, bytes);
+  s.current();
+  s.check(
+      s.d->cuMemcpyDtoH(data, s.arena + CUdeviceptr(b.offset), size_t(bytes)),
+      fmt::format("reading arena buffer '{}'", name));
+}
+
+void GpuEngine::launch(const std::string &readBack, void *dst, int64_t bytes) {
+  Impl &s = *impl_;
+  std::vector<Impl::Copy> back;
+  int32_t *io = static_cast<int32_t *>(s.io);
+  if (!readBack.empty()) {
+    const BufferInfo &b = s.m.buffer(readBack);
+    if (bytes < 0 || b.bytes < bytes ||
+        bytes > (s.m.tokens + 1) * 3 * int64_t(sizeof(int32_t)))
+      fail("GPU engine: cannot read {} bytes of buffer '{}' ({} bytes) back "
+           "with a step",
+           bytes, readBack, b.bytes);
+    back.push_back({b.offset, io, size_t(bytes)});
+  }
+  s.current();
+  s.launchStep({}, back, "");
+  if (!readBack.empty())
+    std::memcpy(dst, io, size_t(bytes));
+}
+
+void GpuEngine::Impl::launchStep(const std::vector<Copy> &in,
+                                 const std::vector<Copy> &out,
+                                 const std::string &inputs) {
+  Impl &s = *this;
+  const EngineManifest &m = s.m;
   std::memset(s.report, 0, TILEC_REPORT_WORDS * sizeof(int));
 
   const uint64_t stepIndex = s.step;
@@ -733,12 +816,10 @@ StepOutput GpuEngine::step(const std::vector<int32_t> &tokens,
     if (r != CUDA_SUCCESS)
       fail("step {}: {}: {}", stepIndex, what, s.d->errorText(r));
   };
-  check(s.d->cuMemcpyHtoDAsync(s.arena + CUdeviceptr(s.tokensOffset), io,
-                               size_t(T) * 4, s.stream),
-        "copying the tokens");
-  check(s.d->cuMemcpyHtoDAsync(s.arena + CUdeviceptr(s.positionsOffset), io + T,
-                               size_t(T) * 4, s.stream),
-        "copying the positions");
+  for (const Copy &c : in)
+    check(s.d->cuMemcpyHtoDAsync(s.arena + CUdeviceptr(c.offset), c.host,
+                                 c.bytes, s.stream),
+          "copying the step's inputs");
   check(s.d->cuEventRecord(s.start, s.stream), "cuEventRecord");
   check(s.d->cuLaunchKernel(s.fn, unsigned(m.sms), 1, 1,
                             unsigned(m.threadsPerBlock), 1, 1,
@@ -746,10 +827,10 @@ StepOutput GpuEngine::step(const std::vector<int32_t> &tokens,
         "launching tilec_step");
   s.step = stepIndex + 1;
   check(s.d->cuEventRecord(s.end, s.stream), "cuEventRecord");
-  check(s.d->cuMemcpyDtoHAsync(io + 2 * T,
-                               s.arena + CUdeviceptr(s.argmaxOffset),
-                               size_t(T) * 4, s.stream),
-        "copying the argmax back");
+  for (const Copy &c : out)
+    check(s.d->cuMemcpyDtoHAsync(c.host, s.arena + CUdeviceptr(c.offset),
+                                 c.bytes, s.stream),
+          "copying the step's outputs back");
   check(s.d->cuEventRecord(s.done, s.stream), "cuEventRecord");
 
   // Wait with a wall-clock limit: spin briefly (steps take milliseconds),
@@ -816,9 +897,9 @@ StepOutput GpuEngine::step(const std::vector<int32_t> &tokens,
   }
   if (flag == 2) {
     s.resetEvents();
-    fail("step {}: a token id is outside the vocabulary (tokens {}); the "
-         "kernel stopped",
-         stepIndex, fmt::join(tokens, ","));
+    fail("step {}: bad input: a token id outside the vocabulary or a DFlash "
+         "forced count outside [0, {}]{}; the kernel stopped",
+         stepIndex, m.tokens, inputs.empty() ? "" : " (" + inputs + ")");
   }
   if (flag != 0) {
     s.resetEvents();
@@ -829,17 +910,6 @@ StepOutput GpuEngine::step(const std::vector<int32_t> &tokens,
   float ms = 0;
   check(s.d->cuEventElapsedTime(&ms, s.start, s.end), "cuEventElapsedTime");
   s.millis.push_back(ms);
-
-  StepOutput out;
-  out.argmax.assign(io + 2 * T, io + 3 * T);
-  if (wantLogits && s.logitsOffset >= 0) {
-    out.logits.resize(size_t(s.logitsCount));
-    check(s.d->cuMemcpyDtoH(out.logits.data(),
-                            s.arena + CUdeviceptr(s.logitsOffset),
-                            out.logits.size() * 4),
-          "copying the logits back");
-  }
-  return out;
 }
 
 std::vector<uint64_t> GpuEngine::readTrace() const {

@@ -103,6 +103,11 @@ public:
                   const std::vector<int32_t> &positions,
                   bool wantLogits = false) override;
   void reset() override;
+  void writeBuffer(const std::string &name, const void *data,
+                   int64_t bytes) override;
+  void readBuffer(const std::string &name, void *data, int64_t bytes) override;
+  void launch(const std::string &readBack = "", void *dst = nullptr,
+              int64_t bytes = 0) override;
 
   const GpuDeviceInfo &device() const;
   const GpuLoadInfo &loadInfo() const;

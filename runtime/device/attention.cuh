@@ -42,23 +42,26 @@ __host__ __device__ constexpr int attention_rows(int qr, int warps) {
 /// ATTENTION (docs/engine.md): out[t, h, :] for the query heads h of kv head
 /// KV_HEAD, over keys max(0, p - WINDOW + 1) .. p (p = positions[t]), slot
 /// j % CAPACITY of the caches; SINKS adds a per-head sink logit to the
-/// softmax.
+/// softmax. MASK 1 (bidirectional, the drafter's block appended to the cache):
+/// keys up to the block's last position instead of p, and below p + WINDOW.
 template <int T, int Q_HEADS, int KV_HEADS, int HEAD_DIM, int V_DIM, int WINDOW,
-          int CAPACITY, int SINKS>
+          int CAPACITY, int SINKS, int MASK>
 __device__ __noinline__ void attention_task(const TilecTask &task,
                                             const Ctx &ctx) {
   static_assert(T >= 1 && T <= 16, "ATTENTION: 1 to 16 tokens");
   static_assert(KV_HEADS >= 1 && Q_HEADS % KV_HEADS == 0,
                 "ATTENTION: q_heads must be a multiple of kv_heads");
   static_assert(HEAD_DIM % 8 == 0, "ATTENTION: head_dim a multiple of 8");
-  static_assert(V_DIM % 32 == 0, "ATTENTION: v_dim a multiple of 32");
+  static_assert(V_DIM % 8 == 0, "ATTENTION: v_dim a multiple of 8");
   static_assert(CAPACITY >= 1 && WINDOW >= 0, "ATTENTION: bad cache");
+  static_assert(MASK == 0 || MASK == 1, "ATTENTION: mask 0 (causal) or 1");
   if (ctx.prefetch)
     return; // no weights but the sinks; the cache is read once
 
   constexpr int D = HEAD_DIM, DV = V_DIM, G = Q_HEADS / KV_HEADS, QR = G * T;
-  constexpr int KT = 32;       // keys per tile: one per lane
-  constexpr int DVL = DV / 32; // value dims per lane
+  constexpr int KT = 32;            // keys per tile: one per lane
+  constexpr int DVL = cdiv(DV, 32); // value dims per lane (v_dim < 32: some
+                                    // lanes idle)
   constexpr bool kPairs = DV % 64 == 0;
   constexpr int R = detail::attention_rows(QR, kComputeWarps);
   constexpr int DP = D + ((D / 8) % 2 == 0 ? 8 : 16); // odd 16-byte units
@@ -87,6 +90,13 @@ __device__ __noinline__ void attention_task(const TilecTask &task,
             : nullptr;
   const float scale = __uint_as_float(u32(a[TILEC_ATT_SCALE]));
   const float vscale = __uint_as_float(u32(a[TILEC_ATT_VSCALE]));
+  // The last key a query at position p sees.
+  const int block_last = pos[T - 1];
+  auto key_hi = [&](int p) {
+    if (MASK == 0)
+      return p;
+    return WINDOW ? cmin(block_last, p + WINDOW - 1) : block_last;
+  };
 
   const int tid = compute_tid(), warp = compute_warp(), lane = lane_id();
   float *qs = reinterpret_cast<float *>(ctx.smem + kQOff);
@@ -114,8 +124,8 @@ __device__ __noinline__ void attention_task(const TilecTask &task,
         const float sink =
             SINKS ? bf16_to_f32(ld_weight(sinks + g * G + (p0 + r) % G))
                   : kNegInf;
-        row_state[r] = make_int4(WINDOW ? cmax(0, p - WINDOW + 1) : 0, p,
-                                 __float_as_int(sink),
+        row_state[r] = make_int4(WINDOW ? cmax(0, p - WINDOW + 1) : 0,
+                                 key_hi(p), __float_as_int(sink),
                                  __float_as_int(SINKS ? 1.0f : 0.0f));
       } else {
         row_state[r] = make_int4(1, 0, __float_as_int(kNegInf), 0); // empty
@@ -126,7 +136,7 @@ __device__ __noinline__ void attention_task(const TilecTask &task,
     for (int t = p0 / G; t <= (p0 + rows - 1) / G; ++t) {
       const int p = pos[t];
       jlo = cmin(jlo, WINDOW ? cmax(0, p - WINDOW + 1) : 0);
-      jhi = cmax(jhi, p);
+      jhi = cmax(jhi, key_hi(p));
     }
     const int tiles = jhi >= jlo ? (jhi - jlo) / KT + 1 : 0;
 
@@ -270,7 +280,8 @@ __device__ __noinline__ void attention_task(const TilecTask &task,
             } else {
 #pragma unroll
               for (int c = 0; c < DVL; ++c)
-                vv[c] = bf16_to_f32(vrow[c * 32 + lane]);
+                vv[c] = c * 32 + lane < DV ? bf16_to_f32(vrow[c * 32 + lane])
+                                           : 0.0f;
             }
 #pragma unroll
             for (int i = 0; i < R; ++i) {
@@ -310,8 +321,9 @@ __device__ __noinline__ void attention_task(const TilecTask &task,
         } else {
 #pragma unroll
           for (int c = 0; c < DVL; ++c)
-            orow[c * 32 + lane] =
-                f32_to_bf16(__fmul_rn(__fdiv_rn(o[b][i][c], norm), vscale));
+            if (c * 32 + lane < DV)
+              orow[c * 32 + lane] =
+                  f32_to_bf16(__fmul_rn(__fdiv_rn(o[b][i][c], norm), vscale));
         }
       }
     }

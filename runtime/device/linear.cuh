@@ -138,7 +138,9 @@ struct Gemv {
   static constexpr int kFreqOff =
       kPartOff + (kComputeWarps * T * 4 + 15) / 16 * 16; // f32 [128]
   static constexpr int kMaxFreqs = 128;
-  static constexpr int kXOff = kFreqOff + kMaxFreqs * 4;
+  static constexpr int kHeadInvOff = kFreqOff + kMaxFreqs * 4; // f32 [128]
+  static constexpr int kMaxHeadRows = 128;
+  static constexpr int kXOff = kHeadInvOff + kMaxHeadRows * 4;
   static constexpr int kXBytes = T * K * 2;
   static constexpr int kNormOff = kXOff + kXBytes;
   static constexpr int kNormBytes = RMS ? K * 2 : 0;
@@ -167,6 +169,11 @@ struct Gemv {
   /// Free f32 [128] for epilogue tables (RoPE frequencies), kept by run().
   __device__ __forceinline__ static float *freq(const Ctx &c) {
     return reinterpret_cast<float *>(c.smem + kFreqOff);
+  }
+
+  /// Free f32 [128] for per-(token, head) tables (head-norm inverse RMS).
+  __device__ __forceinline__ static float *head_inv(const Ctx &c) {
+    return reinterpret_cast<float *>(c.smem + kHeadInvOff);
   }
 
   /// The result for compact token t, matrix m, task row i (after run()).
@@ -553,9 +560,14 @@ __device__ __forceinline__ void warp_argmax(float &v, int &i) {
 
 /// LINEAR: rows [N0, N1) of y = prologue(x) W^T for T tokens, then the
 /// epilogue (docs/engine.md). Parameters are the instance's, in the order of
-/// the Instances table; those an epilogue does not use are 0.
+/// the Instances table; those an epilogue does not use are 0. HEAD_NORM: each
+/// head of y RMS-normalized (weight HNORM_W, eps in EPS's high word) before
+/// the RoPE epilogues; LOGIT_CAP: the ARGMAX epilogue's logits times the
+/// multiplier (THETA's low word), then softcap * tanh(z / softcap) when the
+/// high word is positive.
 template <int T, int K, int N, int TILE, int FORMAT, int PROLOGUE, int EPILOGUE,
-          int HEADS, int HEAD_DIM, int ROTARY_DIM, int CAPACITY>
+          int HEADS, int HEAD_DIM, int ROTARY_DIM, int CAPACITY, int HEAD_NORM,
+          int LOGIT_CAP>
 __device__ __noinline__ void linear_task(const TilecTask &task,
                                          const Ctx &ctx) {
   constexpr bool kPair = EPILOGUE == TILEC_EPI_SILU_PAIR;
@@ -583,6 +595,9 @@ __device__ __noinline__ void linear_task(const TilecTask &task,
                 "LINEAR: rotary_dim must be even, at most head_dim and 256");
   static_assert(!kCache || CAPACITY > 0, "LINEAR: cache epilogue without a "
                                          "capacity");
+  static_assert(!HEAD_NORM || kRope, "LINEAR: head_norm needs a RoPE epilogue");
+  static_assert(!LOGIT_CAP || EPILOGUE == TILEC_EPI_ARGMAX,
+                "LINEAR: logit_cap needs the ARGMAX epilogue");
   using G = detail::Gemv<T, K, FORMAT, TILE, kPair ? 2 : 1, kRms, false>;
 
   const i64 *a = task.w + (TILEC_TASK_WORDS - TILEC_TASK_ARGS);
@@ -622,11 +637,21 @@ __device__ __noinline__ void linear_task(const TilecTask &task,
     int2 *partial = reinterpret_cast<int2 *>(ctx.arena + a[TILEC_LIN_PARTIAL]);
     constexpr int kTiles = cdiv(N, TILE);
     const int tile = int(a[TILEC_LIN_TILE]);
+    float multiplier = 1.0f, softcap = 0.0f;
+    if constexpr (LOGIT_CAP != 0) {
+      multiplier = __uint_as_float(u32(a[TILEC_LIN_THETA]));
+      softcap = __uint_as_float(u32(u64(a[TILEC_LIN_THETA]) >> 32));
+    }
     for (int t = compute_warp(); t < T; t += kComputeWarps) {
       float bv = 0.0f;
       int bi = -1;
       for (int i = lane_id(); i < nrows; i += 32) {
-        const float y = G::y(ctx, t, 0, i);
+        float y = G::y(ctx, t, 0, i);
+        if constexpr (LOGIT_CAP != 0) {
+          y = __fmul_rn(y, multiplier);
+          if (softcap > 0.0f)
+            y = __fmul_rn(tanhf(__fdiv_rn(y, softcap)), softcap);
+        }
         if (logits)
           logits[i64(t) * N + n0 + i] = y;
         if (detail::argmax_better(y, n0 + i, bv, bi))
@@ -638,6 +663,41 @@ __device__ __noinline__ void linear_task(const TilecTask &task,
     }
     return;
   }
+
+  // Head norm: one warp per (token, head) of the tile sums the squares.
+  const u16 *head_w = nullptr;
+  if constexpr (HEAD_NORM != 0) {
+    constexpr int kTileHeads = TILE / kHeadDim;
+    static_assert(T * kTileHeads <= G::kMaxHeadRows,
+                  "LINEAR: head_norm over more than 128 (token, head) rows "
+                  "(smaller tile)");
+    head_w = reinterpret_cast<const u16 *>(ctx.weights + a[TILEC_LIN_HNORM_W]);
+    const float heps = __uint_as_float(u32(u64(a[TILEC_LIN_EPS]) >> 32));
+    const int heads = nrows / kHeadDim;
+    for (int r = compute_warp(); r < T * heads; r += kComputeWarps) {
+      const int t = r / heads, base = (r - t * heads) * kHeadDim;
+      float sum = 0.0f;
+      for (int d = lane_id(); d < kHeadDim; d += 32) {
+        const float v = G::y(ctx, t, 0, base + d);
+        sum = __fmaf_rn(v, v, sum);
+      }
+      sum = warp_sum(sum);
+      if (lane_id() == 0)
+        G::head_inv(ctx)[r] = __frcp_rn(
+            __fsqrt_rn(__fadd_rn(__fdiv_rn(sum, float(kHeadDim)), heps)));
+    }
+    compute_sync();
+  }
+  // Row i of token t after the head norm (when there is one).
+  auto yn = [&](int t, int i) {
+    float v = G::y(ctx, t, 0, i);
+    if constexpr (HEAD_NORM != 0) {
+      const int d = i % kHeadDim;
+      const float inv = G::head_inv(ctx)[t * (nrows / kHeadDim) + i / kHeadDim];
+      v = __fmul_rn(bf16_to_f32(ld_weight(head_w + d)), __fmul_rn(v, inv));
+    }
+    return v;
+  };
 
   const int total = T * nrows;
   for (int e = tid; e < total; e += kComputeThreads) {
@@ -662,13 +722,13 @@ __device__ __noinline__ void linear_task(const TilecTask &task,
       const int d = n % kHeadDim;
       const int pos =
           reinterpret_cast<const int *>(ctx.arena + a[TILEC_LIN_POS])[t];
-      float v = G::y(ctx, t, 0, i);
+      float v = yn(t, i);
       if constexpr (kRope) {
         if (d < ROTARY_DIM) {
           constexpr int kHalf = ROTARY_DIM / 2;
           const int f = d % kHalf, base = i - d;
-          const float x1 = G::y(ctx, t, 0, base + f);
-          const float x2 = G::y(ctx, t, 0, base + f + kHalf);
+          const float x1 = yn(t, base + f);
+          const float x2 = yn(t, base + f + kHalf);
           const float angle = __fmul_rn(float(pos), G::freq(ctx)[f]);
           v = detail::rope_value(d >= kHalf, x1, x2, angle);
         }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <limits>
+#include <numeric>
 
 namespace tilec {
 
@@ -90,6 +91,127 @@ std::vector<int32_t> generateGreedy(Executor &executor,
   if (stats)
     *stats = local;
   return out;
+}
+
+double DflashStats::meanAccepted() const {
+  if (accepted.empty())
+    return 0;
+  return double(std::accumulate(accepted.begin(), accepted.end(), int64_t(0))) /
+         double(accepted.size());
+}
+
+std::vector<int64_t> DflashStats::histogram(int64_t blockSize) const {
+  std::vector<int64_t> h(size_t(std::max<int64_t>(blockSize, 0) + 1), 0);
+  for (int64_t a : accepted)
+    if (a >= 0 && a <= blockSize)
+      ++h[size_t(a)];
+  return h;
+}
+
+std::vector<int32_t> generateDflash(Executor &executor,
+                                    const std::vector<int32_t> &prompt,
+                                    int64_t count, const DflashOptions &options,
+                                    DflashStats *stats) {
+  const EngineManifest &m = executor.manifest();
+  if (!m.spec.enabled())
+    fail("{} executor: engine function '{}' is not a DFlash step (compile the "
+         "model with its drafter)",
+         executor.name(), m.function);
+  const int64_t T = m.tokens;
+  if (prompt.empty())
+    fail("generate: the prompt is empty");
+  if (count < 0)
+    fail("generate: {} tokens asked for", count);
+  const int64_t P = int64_t(prompt.size());
+  if (options.oracle && int64_t(options.oracle->size()) < count + T - 1)
+    fail("generate: the oracle continuation has {} tokens, {} needed",
+         options.oracle->size(), count + T - 1);
+  // Every step writes positions up to its block's start + T - 1, and the
+  // drafter its next block's; the last verify starts at most at P + count - 1.
+  int64_t lastPosition = std::max((P + T - 1) / T * T - 1,
+                                  P + std::max<int64_t>(count, 1) + 2 * T);
+  int64_t context = maxContext(m);
+  if (lastPosition >= context)
+    fail("generate: {} prompt + {} new tokens need positions up to {} (DFlash "
+         "blocks of {}, the next draft included), but the engine's KV cache "
+         "holds {}; recompile with a larger context",
+         P, count, lastPosition, T, context);
+
+  using Clock = std::chrono::steady_clock;
+  DflashStats local;
+  std::vector<int32_t> block(static_cast<size_t>(T)),
+      positions(static_cast<size_t>(T)), out(size_t(T + 1));
+  auto writeState = [&](int32_t forced) {
+    executor.writeBuffer(m.spec.tokensBuffer, block.data(), 4 * T);
+    executor.writeBuffer(m.spec.positionsBuffer, positions.data(), 4 * T);
+    executor.writeBuffer(m.spec.forcedBuffer, &forced, 4);
+  };
+  auto step = [&]() {
+    executor.launch(m.spec.outBuffer, out.data(), 4 * (T + 1));
+    if (out[0] < 1 || out[0] > T)
+      fail("{} executor: a DFlash step committed {} tokens (1 .. {} expected)",
+           executor.name(), out[0], T);
+    return int64_t(out[0]);
+  };
+
+  executor.reset();
+  std::vector<int32_t> generated;
+  generated.reserve(size_t(count + T));
+  if (count == 0)
+    return generated;
+  // Prefill: each chunk committed whole (forced = its length); the last
+  // chunk's bonus token is the first new one, and its draft the first block.
+  auto start = Clock::now();
+  for (int64_t pos0 = 0; pos0 < P; pos0 += T) {
+    int64_t n = std::min(T, P - pos0);
+    for (int64_t i = 0; i < T; ++i) {
+      block[size_t(i)] = i < n ? prompt[size_t(pos0 + i)] : 0;
+      positions[size_t(i)] = int32_t(pos0 + i);
+    }
+    writeState(int32_t(n));
+    if (step() != n)
+      fail("{} executor: a prefill chunk of {} tokens committed {}",
+           executor.name(), n, out[0]);
+    ++local.prefillSteps;
+  }
+  generated.push_back(out[size_t(P - (P - 1) / T * T)]);
+  local.prefillSeconds =
+      std::chrono::duration<double>(Clock::now() - start).count();
+  int32_t zero = 0;
+  executor.writeBuffer(m.spec.forcedBuffer, &zero, 4);
+
+  // Decode: the device keeps the next block; the host reads what it commits.
+  start = Clock::now();
+  while (int64_t(generated.size()) < count) {
+    if (options.recordDrafts) {
+      executor.readBuffer(m.spec.tokensBuffer, block.data(), 4 * T);
+      local.drafts.push_back(block);
+      if (!m.spec.draftLogitsBuffer.empty()) {
+        const BufferInfo &b = m.buffer(m.spec.draftLogitsBuffer);
+        std::vector<float> logits(size_t(b.bytes / 4));
+        executor.readBuffer(b.name, logits.data(), b.bytes);
+        local.draftLogits.push_back(std::move(logits));
+      }
+    }
+    if (options.oracle) {
+      // The block starts with the last committed token; the drafts follow.
+      int64_t at = int64_t(generated.size()) - 1;
+      block[0] = generated.back();
+      for (int64_t i = 1; i < T; ++i)
+        block[size_t(i)] = (*options.oracle)[size_t(at + i)];
+      executor.writeBuffer(m.spec.tokensBuffer, block.data(), 4 * T);
+    }
+    int64_t a = step();
+    generated.insert(generated.end(), out.begin() + 1, out.begin() + 1 + a);
+    local.accepted.push_back(a);
+    ++local.decodeSteps;
+  }
+  local.decodeSeconds =
+      std::chrono::duration<double>(Clock::now() - start).count();
+  generated.resize(size_t(count));
+  if (stats)
+    *stats = local;
+  return generated;
 }
 
 } // namespace tilec

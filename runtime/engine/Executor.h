@@ -34,6 +34,18 @@ public:
   virtual StepOutput step(const std::vector<int32_t> &tokens,
                           const std::vector<int32_t> &positions,
                           bool wantLogits = false) = 0;
+  /// The arena buffer `name` of the manifest: write `bytes` bytes from
+  /// `data` into it / read them back (step state, inputs, outputs). Throws
+  /// naming the buffer when it is missing or smaller.
+  virtual void writeBuffer(const std::string &name, const void *data,
+                           int64_t bytes) = 0;
+  virtual void readBuffer(const std::string &name, void *data,
+                          int64_t bytes) = 0;
+  /// Runs one step on the arena as it is (a DFlash engine's state says what
+  /// it verifies); then copies `bytes` bytes of buffer `readBack` (if not
+  /// empty) into `dst`. Throws like step().
+  virtual void launch(const std::string &readBack = "", void *dst = nullptr,
+                      int64_t bytes = 0) = 0;
   /// Forgets the sequence (the next step may start at position 0 again).
   /// Executors whose KV cache needs no reset (positions overwrite their
   /// slots) may leave it empty.
@@ -51,6 +63,48 @@ struct GenerateStats {
 /// caches hold: the smallest capacity among full-attention caches (sliding
 /// layers are rings), or INT64_MAX without any.
 int64_t maxContext(const EngineManifest &manifest);
+
+struct DflashOptions {
+  /// Oracle-draft mode: the drafts are replaced by this continuation of the
+  /// prompt (at least count + T - 1 tokens; the block at generated token i is
+  /// [token i, oracle[i + 1 .. i + T - 1]]). The target's own greedy
+  /// continuation makes every step accept the whole block; one with wrong
+  /// tokens here and there, partial blocks (a test of accept / commit / crop,
+  /// not of the drafter).
+  const std::vector<int32_t> *oracle = nullptr;
+  /// Read each decode step's block back before launching it (DflashStats::
+  /// drafts): one more copy per step, for checks.
+  bool recordDrafts = false;
+};
+
+struct DflashStats {
+  int64_t prefillSteps = 0, decodeSteps = 0;
+  double prefillSeconds = 0, decodeSeconds = 0;
+  /// Tokens committed by each decode step (1 .. T).
+  std::vector<int64_t> accepted;
+  double meanAccepted() const;
+  /// histogram[k] = steps that committed k tokens (k = 0 .. T).
+  std::vector<int64_t> histogram(int64_t blockSize) const;
+  /// With recordDrafts: per decode step, the block the device drafted
+  /// ([last token, drafts...], before an oracle replaced the drafts).
+  std::vector<std::vector<int32_t>> drafts;
+  /// With recordDrafts and an engine that keeps them: the logits [T, V] of
+  /// each of those drafts.
+  std::vector<std::vector<float>> draftLogits;
+};
+
+/// Greedy DFlash decoding over a DFlash engine (manifest.spec): the prompt in
+/// chunks of T through the step with `forced` = the chunk's length (each
+/// chunk is committed whole and its context features cached; the last one
+/// also yields the first token and the first draft), then one launch per
+/// step, reading back only [count, tokens...]. Returns `count` new tokens,
+/// equal to plain greedy decoding of the target. Throws naming the problem
+/// when the engine is not a DFlash one or the sequence does not fit.
+std::vector<int32_t> generateDflash(Executor &executor,
+                                    const std::vector<int32_t> &prompt,
+                                    int64_t count,
+                                    const DflashOptions &options = {},
+                                    DflashStats *stats = nullptr);
 
 /// Greedy decoding over any executor: feeds `prompt` in chunks of T tokens
 /// (the last chunk padded with token 0 at the following positions, which

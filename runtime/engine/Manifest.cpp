@@ -44,9 +44,12 @@ int64_t EngineManifest::taskCount() const {
 namespace {
 
 const char *familyName(TilecTaskFamily f) {
-  static const char *names[] = {"embed",       "linear",       "attention",
-                                "router_topk", "moe_gate_up",  "moe_down",
-                                "moe_combine", "argmax_reduce"};
+  static const char *names[] = {"embed",       "linear",        "attention",
+                                "router_topk", "moe_gate_up",   "moe_down",
+                                "moe_combine", "argmax_reduce", "concat",
+                                "spec_accept", "spec_update"};
+  static_assert(sizeof(names) / sizeof(names[0]) == TILEC_TASK_FAMILY_COUNT,
+                "a name for every task family");
   return unsigned(f) < TILEC_TASK_FAMILY_COUNT ? names[f] : "?";
 }
 
@@ -78,6 +81,13 @@ json toJson(const EngineManifest &m) {
                {"positions_buffer", m.positionsBuffer},
                {"logits_buffer", m.logitsBuffer},
                {"argmax_buffer", m.argmaxBuffer}};
+  if (m.spec.enabled())
+    j["step"]["dflash"] = {{"tokens_buffer", m.spec.tokensBuffer},
+                           {"positions_buffer", m.spec.positionsBuffer},
+                           {"forced_buffer", m.spec.forcedBuffer},
+                           {"out_buffer", m.spec.outBuffer}};
+  if (!m.spec.draftLogitsBuffer.empty())
+    j["step"]["dflash"]["draft_logits_buffer"] = m.spec.draftLogitsBuffer;
   j["regions"] = {{"arena_bytes", m.arenaBytes},
                   {"weight_bytes", m.weightBytes},
                   {"kv_bytes", m.kvBytes}};
@@ -171,6 +181,19 @@ EngineManifest fromJson(const json &j, const std::string &where) {
       get<std::string>(step, "positions_buffer", where + " step");
   m.logitsBuffer = get<std::string>(step, "logits_buffer", where + " step");
   m.argmaxBuffer = get<std::string>(step, "argmax_buffer", where + " step");
+  if (step.contains("dflash")) {
+    const json &spec = get<json>(step, "dflash", where + " step");
+    const std::string w = where + " step.dflash";
+    m.spec.tokensBuffer = get<std::string>(spec, "tokens_buffer", w);
+    m.spec.positionsBuffer = get<std::string>(spec, "positions_buffer", w);
+    m.spec.forcedBuffer = get<std::string>(spec, "forced_buffer", w);
+    m.spec.outBuffer = get<std::string>(spec, "out_buffer", w);
+    if (spec.contains("draft_logits_buffer"))
+      m.spec.draftLogitsBuffer =
+          get<std::string>(spec, "draft_logits_buffer", w);
+    if (m.spec.outBuffer.empty())
+      fail("{}: out_buffer is empty", w);
+  }
   const json &regions = get<json>(j, "regions", where);
   m.arenaBytes = get<int64_t>(regions, "arena_bytes", where + " regions");
   m.weightBytes = get<int64_t>(regions, "weight_bytes", where + " regions");

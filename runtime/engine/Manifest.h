@@ -59,6 +59,16 @@ struct EventInfo {
   uint32_t signalsPerStep = 0;
 };
 
+/// A DFlash engine's step state and output (all "" for a plain step): the host
+/// writes the first block (and `forced`, the prompt tokens of a prefill
+/// chunk), each step leaves the next block there, and `out` = [count,
+/// tokens...] is what it reads back.
+struct SpecInfo {
+  std::string tokensBuffer, positionsBuffer, forcedBuffer, outBuffer;
+  std::string draftLogitsBuffer; // "" unless compiled with --draft-logits
+  bool enabled() const { return !outBuffer.empty(); }
+};
+
 struct EngineManifest {
   int64_t abiVersion = TILEC_ABI_VERSION;
   std::string tilecVersion;
@@ -76,6 +86,7 @@ struct EngineManifest {
   // One decoding step.
   int64_t tokens = 0; // T
   std::string tokensBuffer, positionsBuffer, logitsBuffer, argmaxBuffer;
+  SpecInfo spec; // DFlash engines
 
   int64_t arenaBytes = 0, weightBytes = 0, kvBytes = 0;
   std::vector<BufferInfo> buffers;

@@ -35,4 +35,23 @@ ReferenceCheck checkAgainstReference(Executor &executor, const Model &model,
                                      const std::vector<int32_t> &prompt,
                                      const std::vector<int32_t> &produced);
 
+/// The drafts of a DFlash engine against the reference drafter's
+/// (models/core/Dflash.h) on the same sequence: drafts[i] is the block the
+/// engine drafted before decode step i ([last token, drafts...]); `oracle` as
+/// in DflashOptions (the reference takes the same blocks from it).
+struct DraftCheck {
+  int64_t steps = 0;  // decode steps compared
+  int64_t tokens = 0; // draft tokens compared (B - 1 per step)
+  int64_t equal = 0;  // of which the engine's equal the reference's
+  int64_t firstDifferentStep = -1;
+  /// With the engine's draft logits: draft rows compared, and the largest
+  /// ||engine - reference|| / ||reference|| over them.
+  int64_t logitRows = 0;
+  double maxRelativeError = 0;
+};
+DraftCheck checkDrafts(const Model &model, WeightSource &weights,
+                       const std::vector<int32_t> &prompt, int64_t count,
+                       const DflashStats &engine,
+                       const std::vector<int32_t> *oracle = nullptr);
+
 } // namespace tilec

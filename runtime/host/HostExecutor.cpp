@@ -33,9 +33,10 @@ const char *regionName(int region) {
 }
 
 const char *familyName(int64_t family) {
-  static const char *names[] = {"EMBED",       "LINEAR",       "ATTENTION",
-                                "ROUTER_TOPK", "MOE_GATE_UP",  "MOE_DOWN",
-                                "MOE_COMBINE", "ARGMAX_REDUCE"};
+  static const char *names[] = {"EMBED",       "LINEAR",        "ATTENTION",
+                                "ROUTER_TOPK", "MOE_GATE_UP",   "MOE_DOWN",
+                                "MOE_COMBINE", "ARGMAX_REDUCE", "CONCAT",
+                                "SPEC_ACCEPT", "SPEC_UPDATE"};
   return family >= 0 && family < TILEC_TASK_FAMILY_COUNT ? names[family] : "?";
 }
 
@@ -57,7 +58,10 @@ const std::vector<const char *> &requiredParams(TilecTaskFamily family) {
       {"T", "H", "I", "E", "K", "slots", "tile", "format"},
       {"T", "H", "I", "E", "K", "slots", "tile", "format"},
       {"T", "H", "K"},
-      {"T", "tiles"}};
+      {"T", "tiles"},
+      {"T", "W", "OUT_W", "norm"},
+      {"T", "mask_token"},
+      {"T"}};
   return table[family];
 }
 
@@ -203,6 +207,11 @@ public:
     if (it == ref.inst->params.end())
       error("instance {} has no parameter '{}'", ref.inst->id, name);
     return it->second;
+  }
+  /// A parameter added after engines without it were written (default 0).
+  int64_t paramOr(const char *name, int64_t fallback) const {
+    auto it = ref.inst->params.find(name);
+    return it == ref.inst->params.end() ? fallback : it->second;
   }
   int64_t arg(int i) const { return ref.task->w[kArgBase + i]; }
   float argF32(int i) const { return f32FromWord(arg(i)); }
@@ -525,6 +534,17 @@ void runLinear(TaskRun &r) {
     if (index < 0 || index >= tiles)
       r.error("argmax tile {} outside [0, {}) (N = {}, tile = {})", index,
               tiles, N, tile);
+    if (r.paramOr("logit_cap", 0) != 0) {
+      // As the reference drafter: z * multiplier, then the soft cap.
+      int64_t word = r.arg(TILEC_LIN_THETA);
+      float multiplier = f32FromWord(word);
+      float softcap = f32FromWord(int64_t(uint64_t(word) >> 32));
+      for (float &z : y) {
+        z *= multiplier;
+        if (softcap > 0)
+          z = std::tanh(z / softcap) * softcap;
+      }
+    }
     for (int64_t t = 0; t < T; ++t) {
       const float *yt = &y[size_t(t * rows)];
       if (out != -1)
@@ -558,6 +578,21 @@ void runLinear(TaskRun &r) {
   std::vector<int32_t> pos =
       r.i32s(kArena, r.arg(TILEC_LIN_POS), T, "the positions");
   std::vector<float> res(static_cast<size_t>(rows));
+  bool headNorm = r.paramOr("head_norm", 0) != 0;
+  if (headNorm && epilogue == TILEC_EPI_VCACHE)
+    r.error("head_norm applies to the ROPE epilogues, not VCACHE");
+  std::vector<float> headW;
+  if (headNorm) {
+    // Each head of y RMS-normalized before RoPE (DFlash's q_norm / k_norm).
+    headW = r.bf16s(kWeights, r.arg(TILEC_LIN_HNORM_W), headDim,
+                    "the head norm weight");
+    float heps = f32FromWord(int64_t(uint64_t(r.arg(TILEC_LIN_EPS)) >> 32));
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t h = 0; h < rows / headDim; ++h) {
+        float *head = &y[size_t(t * rows + h * headDim)];
+        rmsNorm(head, headW.data(), headDim, heps, head);
+      }
+  }
   for (int64_t t = 0; t < T; ++t) {
     const float *yt = &y[size_t(t * rows)];
     if (epilogue == TILEC_EPI_VCACHE) {
@@ -591,6 +626,9 @@ void runAttention(TaskRun &r) {
   int64_t D = r.param("head_dim"), Dv = r.param("v_dim");
   int64_t window = r.param("window"), capacity = r.param("capacity");
   bool sinks = r.param("sinks") != 0;
+  int64_t mask = r.paramOr("mask", 0);
+  if (mask != 0 && mask != 1)
+    r.error("unknown mask {}", mask);
   int64_t g = r.arg(TILEC_ATT_KV_HEAD);
   if (Hkv <= 0 || Hq % Hkv != 0 || g < 0 || g >= Hkv || capacity <= 0)
     r.error("kv head {} of q_heads {}, kv_heads {}, capacity {}", g, Hq, Hkv,
@@ -607,12 +645,20 @@ void runAttention(TaskRun &r) {
     sink = r.bf16s(kWeights, r.arg(TILEC_ATT_SINKS), Hq, "the sinks");
   for (int64_t t = 0; t < T; ++t) {
     int64_t p = pos[size_t(t)];
-    if (p < 0 || (window == 0 && p >= capacity))
+    // Causal: keys up to p. Bidirectional (the drafter's block, appended to
+    // the cache): up to the block's last position, within the window.
+    int64_t last = p;
+    if (mask == 1) {
+      last = pos[size_t(T - 1)];
+      if (window > 0)
+        last = std::min<int64_t>(last, p + window - 1);
+    }
+    if (p < 0 || (window == 0 && last >= capacity))
       r.error("position {} does not fit a full-attention cache of capacity {}",
-              p, capacity);
+              last, capacity);
     int64_t first = window > 0 ? std::max<int64_t>(0, p - window + 1) : 0;
     std::vector<std::vector<float>> keys, values;
-    for (int64_t j = first; j <= p; ++j) {
+    for (int64_t j = first; j <= last; ++j) {
       int64_t slot = j % capacity;
       keys.push_back(r.bf16s(kKv, kc + 2 * ((slot * Hkv + g) * D), D, "keys"));
       values.push_back(
@@ -883,6 +929,83 @@ void runArgmaxReduce(TaskRun &r) {
     out[size_t(t)] = index;
   }
   r.storeI32(kArena, r.arg(TILEC_AMX_OUT), out.data(), T, "the argmax");
+}
+
+void runConcat(TaskRun &r) {
+  int64_t T = r.param("T"), W = r.param("W"), outW = r.param("OUT_W");
+  bool norm = r.param("norm") != 0;
+  int64_t c0 = r.arg(TILEC_CAT_COL0), c1 = r.arg(TILEC_CAT_COL1);
+  int64_t offset = r.arg(TILEC_CAT_OFFSET);
+  checkRows(r, c0, c1, W, 0);
+  if (offset < 0 || offset + W > outW)
+    r.error("input columns [{}, {}) do not fit an output of {}", offset,
+            offset + W, outW);
+  std::vector<float> w;
+  if (norm)
+    w = r.bf16s(kWeights, r.arg(TILEC_CAT_NORM_W), W, "the norm weight");
+  float eps = r.argF32(TILEC_CAT_EPS);
+  for (int64_t t = 0; t < T; ++t) {
+    // A norm needs the whole row; otherwise only the task's columns.
+    int64_t from = norm ? 0 : c0, to = norm ? W : c1;
+    std::vector<float> row =
+        r.bf16s(kArena, r.arg(TILEC_CAT_X) + 2 * (t * W + from), to - from,
+                "the input");
+    if (norm)
+      rmsNorm(row.data(), w.data(), W, eps, row.data());
+    r.storeBf16(kArena, r.arg(TILEC_CAT_OUT) + 2 * (t * outW + offset + c0),
+                row.data() + (c0 - from), c1 - c0, "the output");
+  }
+}
+
+void runSpecAccept(TaskRun &r) {
+  int64_t T = r.param("T"), mask = r.param("mask_token");
+  std::vector<int32_t> draft =
+      r.i32s(kArena, r.arg(TILEC_ACC_DRAFT), T, "the verified block");
+  std::vector<int32_t> predicted =
+      r.i32s(kArena, r.arg(TILEC_ACC_PREDICTED), T, "the target's argmax");
+  std::vector<int32_t> pos =
+      r.i32s(kArena, r.arg(TILEC_ACC_POS), T, "the positions");
+  int32_t forced = r.i32s(kArena, r.arg(TILEC_ACC_FORCED), 1, "forced")[0];
+  if (forced < 0 || forced > T)
+    r.error("forced = {} (prompt tokens in the block) is outside [0, {}]",
+            forced, T);
+  int64_t a = 0;
+  if (forced > 0)
+    a = forced - 1;
+  else
+    while (a + 1 < T && draft[size_t(a + 1)] == predicted[size_t(a)])
+      ++a;
+  std::vector<int32_t> out(static_cast<size_t>(T + 1), -1);
+  std::vector<int32_t> next(static_cast<size_t>(T), int32_t(mask));
+  std::vector<int32_t> nextPos(static_cast<size_t>(T));
+  out[0] = int32_t(a + 1);
+  for (int64_t j = 1; j <= a; ++j)
+    out[size_t(j)] = draft[size_t(j)];
+  out[size_t(a + 1)] = predicted[size_t(a)];
+  next[0] = predicted[size_t(a)];
+  for (int64_t i = 0; i < T; ++i)
+    nextPos[size_t(i)] = int32_t(pos[0] + a + 1 + i);
+  r.storeI32(kArena, r.arg(TILEC_ACC_OUT), out.data(), T + 1,
+             "the committed tokens");
+  r.storeI32(kArena, r.arg(TILEC_ACC_NEXT), next.data(), T, "the next block");
+  r.storeI32(kArena, r.arg(TILEC_ACC_NEXT_POS), nextPos.data(), T,
+             "the next positions");
+}
+
+void runSpecUpdate(TaskRun &r) {
+  int64_t T = r.param("T");
+  std::vector<int32_t> next =
+      r.i32s(kArena, r.arg(TILEC_UPD_NEXT), T, "the next block");
+  std::vector<int32_t> drafted =
+      r.i32s(kArena, r.arg(TILEC_UPD_DRAFTED), T, "the drafter's argmax");
+  std::vector<int32_t> nextPos =
+      r.i32s(kArena, r.arg(TILEC_UPD_NEXT_POS), T, "the next positions");
+  for (int64_t i = 1; i < T; ++i)
+    next[size_t(i)] = drafted[size_t(i)];
+  r.storeI32(kArena, r.arg(TILEC_UPD_TOKENS), next.data(), T,
+             "the step state's tokens");
+  r.storeI32(kArena, r.arg(TILEC_UPD_POSITIONS), nextPos.data(), T,
+             "the step state's positions");
 }
 
 } // namespace
@@ -1195,6 +1318,15 @@ void HostExecutor::Impl::runTask(int sm) {
   case TILEC_TASK_MOE_COMBINE:
     runMoeCombine(run);
     break;
+  case TILEC_TASK_CONCAT:
+    runConcat(run);
+    break;
+  case TILEC_TASK_SPEC_ACCEPT:
+    runSpecAccept(run);
+    break;
+  case TILEC_TASK_SPEC_UPDATE:
+    runSpecUpdate(run);
+    break;
   case TILEC_TASK_ARGMAX_REDUCE:
     runArgmaxReduce(run);
     break;
@@ -1449,16 +1581,9 @@ StepOutput HostExecutor::step(const std::vector<int32_t> &tokens,
       fail("host executor: position {} does not fit the full-attention cache "
            "'{}' of capacity {} (recompile with a larger context)",
            last, c.name, c.capacity);
-  auto put = [&](const std::string &name, const std::vector<int32_t> &values) {
-    const BufferInfo &b = m.buffer(name);
-    if (b.bytes < int64_t(4 * values.size()))
-      fail("host executor: buffer '{}' holds {} bytes, the step writes {}",
-           name, b.bytes, 4 * values.size());
-    std::memcpy(impl_->regions[kArena].data() + b.offset, values.data(),
-                4 * values.size());
-  };
-  put(m.tokensBuffer, tokens);
-  put(m.positionsBuffer, positions);
+  writeBuffer(m.tokensBuffer, tokens.data(), int64_t(4 * tokens.size()));
+  writeBuffer(m.positionsBuffer, positions.data(),
+              int64_t(4 * positions.size()));
   runStep();
   if (impl_->report[TILEC_REPORT_FLAG] == 2)
     fail("host executor: step {}: a token id is outside the vocabulary "
@@ -1470,6 +1595,44 @@ StepOutput HostExecutor::step(const std::vector<int32_t> &tokens,
   if (wantLogits)
     out.logits = logits();
   return out;
+}
+
+namespace {
+const BufferInfo &sizedBuffer(const EngineManifest &m, const std::string &name,
+                              int64_t bytes, const char *what) {
+  if (name.empty())
+    fail("host executor: the engine names no buffer to {}", what);
+  const BufferInfo &b = m.buffer(name);
+  if (bytes < 0 || b.bytes < bytes)
+    fail("host executor: buffer '{}' holds {} bytes, {} {}", name, b.bytes,
+         what, bytes);
+  return b;
+}
+} // namespace
+
+void HostExecutor::writeBuffer(const std::string &name, const void *data,
+                               int64_t bytes) {
+  const BufferInfo &b = sizedBuffer(impl_->m, name, bytes, "write");
+  std::memcpy(impl_->regions[kArena].data() + b.offset, data, size_t(bytes));
+}
+
+void HostExecutor::readBuffer(const std::string &name, void *data,
+                              int64_t bytes) {
+  const BufferInfo &b = sizedBuffer(impl_->m, name, bytes, "read");
+  std::memcpy(data, impl_->regions[kArena].data() + b.offset, size_t(bytes));
+}
+
+void HostExecutor::launch(const std::string &readBack, void *dst,
+                          int64_t bytes) {
+  runStep();
+  if (impl_->report[TILEC_REPORT_FLAG] == 2)
+    fail("host executor: step {}: a token id is outside the vocabulary; "
+         "reported by SM {} task {} (op {})",
+         impl_->step - 1, impl_->report[TILEC_REPORT_SM],
+         impl_->report[TILEC_REPORT_TASK],
+         impl_->opNames[size_t(impl_->report[TILEC_REPORT_OP])]);
+  if (!readBack.empty())
+    readBuffer(readBack, dst, bytes);
 }
 
 std::vector<int32_t> HostExecutor::argmax() const {

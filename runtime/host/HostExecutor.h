@@ -93,6 +93,11 @@ public:
   StepOutput step(const std::vector<int32_t> &tokens,
                   const std::vector<int32_t> &positions,
                   bool wantLogits = false) override;
+  void writeBuffer(const std::string &name, const void *data,
+                   int64_t bytes) override;
+  void readBuffer(const std::string &name, void *data, int64_t bytes) override;
+  void launch(const std::string &readBack = "", void *dst = nullptr,
+              int64_t bytes = 0) override;
   /// Runs every task list once on the arena as it is (one decoding step).
   void runStep();
   /// The argmax buffer: int32 [T] (empty when the engine names none).

@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+#include <map>
+
 using namespace tilec;
 
 namespace {
@@ -34,6 +37,15 @@ public:
     return out;
   }
   void reset() override { ++resets; }
+  void writeBuffer(const std::string &name, const void *, int64_t) override {
+    fail("recording executor: no buffer '{}'", name);
+  }
+  void readBuffer(const std::string &name, void *, int64_t) override {
+    fail("recording executor: no buffer '{}'", name);
+  }
+  void launch(const std::string &, void *, int64_t) override {
+    fail("recording executor: not a DFlash engine");
+  }
 
   struct Step {
     std::vector<int32_t> tokens, positions;
@@ -99,6 +111,148 @@ TEST(GenerateGreedy, RejectsAnEmptyPrompt) {
 TEST(GenerateGreedy, MaxContextIgnoresRings) {
   RecordingExecutor ex(4, 64);
   EXPECT_EQ(maxContext(ex.manifest()), 64);
+}
+
+/// A DFlash engine in miniature, with docs/engine.md's SPEC_ACCEPT and
+/// SPEC_UPDATE semantics: the "target" predicts (token + position + 1) mod
+/// 1000 (RecordingExecutor's rule, so plain greedy is known), the "drafter"
+/// guesses the first `correct` tokens of a block right and the rest wrong.
+class ToyDflash : public Executor {
+public:
+  ToyDflash(int64_t T, int correct) : correct(correct) {
+    m_.tokens = T;
+    m_.function = "dflash_step";
+    m_.spec = {"spec.tokens", "spec.positions", "spec.forced", "out", ""};
+    KVCacheInfo full;
+    full.capacity = 4096;
+    m_.caches.push_back(full);
+    state["spec.tokens"].assign(size_t(T), 0);
+    state["spec.positions"].assign(size_t(T), 0);
+    state["spec.forced"].assign(1, 0);
+    state["out"].assign(size_t(T + 1), 0);
+  }
+  std::string name() const override { return "toy"; }
+  const EngineManifest &manifest() const override { return m_; }
+  StepOutput step(const std::vector<int32_t> &, const std::vector<int32_t> &,
+                  bool) override {
+    fail("toy: a DFlash engine has no plain step");
+  }
+  void writeBuffer(const std::string &name, const void *data,
+                   int64_t bytes) override {
+    std::vector<int32_t> &b = state.at(name);
+    ASSERT_LE(bytes, int64_t(4 * b.size()));
+    std::memcpy(b.data(), data, size_t(bytes));
+    ++writes[name];
+  }
+  void readBuffer(const std::string &name, void *data, int64_t bytes) override {
+    std::memcpy(data, state.at(name).data(), size_t(bytes));
+  }
+  static int32_t rule(int32_t t, int32_t p) { return (t + p + 1) % 1000; }
+  void launch(const std::string &readBack, void *dst, int64_t bytes) override {
+    int64_t T = m_.tokens;
+    std::vector<int32_t> &block = state["spec.tokens"],
+                         &pos = state["spec.positions"];
+    int32_t forced = state["spec.forced"][0];
+    blocks.push_back(block);
+    std::vector<int32_t> pred(static_cast<size_t>(T));
+    for (int64_t i = 0; i < T; ++i)
+      pred[size_t(i)] = rule(block[size_t(i)], pos[size_t(i)]);
+    int64_t a = 0;
+    if (forced > 0)
+      a = forced - 1;
+    else
+      while (a + 1 < T && block[size_t(a + 1)] == pred[size_t(a)])
+        ++a;
+    std::vector<int32_t> &out = state["out"];
+    std::fill(out.begin(), out.end(), -1);
+    out[0] = int32_t(a + 1);
+    for (int64_t j = 1; j <= a; ++j)
+      out[size_t(j)] = block[size_t(j)];
+    out[size_t(a + 1)] = pred[size_t(a)];
+    // The next block: the bonus, then the drafter's guesses.
+    int32_t p0 = pos[0] + int32_t(a) + 1, t = pred[size_t(a)];
+    block[0] = t;
+    for (int64_t i = 0; i < T; ++i) {
+      pos[size_t(i)] = p0 + int32_t(i);
+      if (i > 0) {
+        t = rule(t, p0 + int32_t(i) - 1);
+        block[size_t(i)] = i <= correct ? t : t + 7;
+      }
+    }
+    if (!readBack.empty())
+      readBuffer(readBack, dst, bytes);
+  }
+
+  int correct;
+  std::map<std::string, std::vector<int32_t>> state;
+  std::map<std::string, int> writes;
+  std::vector<std::vector<int32_t>> blocks;
+
+private:
+  EngineManifest m_;
+};
+
+std::vector<int32_t> greedyOfRule(const std::vector<int32_t> &prompt,
+                                  int64_t count) {
+  std::vector<int32_t> out;
+  int32_t t = ToyDflash::rule(prompt.back(), int32_t(prompt.size()) - 1);
+  for (int64_t i = 0; i < count; ++i) {
+    out.push_back(t);
+    t = ToyDflash::rule(t, int32_t(prompt.size() + size_t(i)));
+  }
+  return out;
+}
+
+TEST(GenerateDflash, LosslessAndAcceptsWhatTheDrafterGotRight) {
+  std::vector<int32_t> prompt{10, 11, 12, 13, 14, 15};
+  for (int correct : {0, 2, 3}) {
+    SCOPED_TRACE(correct);
+    ToyDflash ex(4, correct);
+    DflashStats stats;
+    std::vector<int32_t> out = generateDflash(ex, prompt, 20, {}, &stats);
+    EXPECT_EQ(out, greedyOfRule(prompt, 20));
+    EXPECT_EQ(stats.prefillSteps, 2);
+    // Every full step commits the right guesses and the bonus.
+    for (size_t i = 0; i + 1 < stats.accepted.size(); ++i)
+      EXPECT_EQ(stats.accepted[i], correct + 1) << i;
+    // The prefill chunks: [10..13] at 0, [14, 15, pad, pad] at 4.
+    EXPECT_EQ(ex.blocks[0], (std::vector<int32_t>{10, 11, 12, 13}));
+    EXPECT_EQ(ex.blocks[1], (std::vector<int32_t>{14, 15, 0, 0}));
+    EXPECT_EQ(ex.state["spec.forced"][0], 0);
+    // Decode steps write nothing: the device keeps the block.
+    EXPECT_EQ(ex.writes["spec.tokens"], 2);
+  }
+}
+
+TEST(GenerateDflash, OracleDraftsAreAcceptedWhole) {
+  std::vector<int32_t> prompt{3, 1, 4};
+  ToyDflash ex(5, 0); // a drafter that is always wrong
+  std::vector<int32_t> oracle = greedyOfRule(prompt, 40);
+  DflashOptions options;
+  options.oracle = &oracle;
+  DflashStats stats;
+  std::vector<int32_t> out = generateDflash(ex, prompt, 31, options, &stats);
+  EXPECT_EQ(out, std::vector<int32_t>(oracle.begin(), oracle.begin() + 31));
+  EXPECT_EQ(stats.accepted, std::vector<int64_t>(6, 5));
+  EXPECT_DOUBLE_EQ(stats.meanAccepted(), 5.0);
+  EXPECT_EQ(stats.histogram(5), (std::vector<int64_t>{0, 0, 0, 0, 0, 6}));
+}
+
+TEST(GenerateDflash, RefusesPlainEnginesAndShortOracles) {
+  RecordingExecutor plain(4, 64);
+  EXPECT_THROW(generateDflash(plain, {1, 2}, 3), Error);
+  ToyDflash ex(4, 0);
+  std::vector<int32_t> oracle(5, 0);
+  DflashOptions options;
+  options.oracle = &oracle;
+  try {
+    generateDflash(ex, {1, 2}, 8, options);
+    FAIL() << "expected an error";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find("oracle continuation has 5 tokens"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 } // namespace

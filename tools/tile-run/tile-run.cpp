@@ -117,6 +117,8 @@ struct RunOptions {
   uint64_t interleavingsSeed = 0;
   int threads = 1;
   bool noEventChecks = false, json = false, check = false;
+  bool oracleDraft = false;
+  int64_t corruptEvery = 0;
   // GPU executor.
   int device = 0;
   uint64_t watchdogMs = 10000;
@@ -160,13 +162,51 @@ int runEngine(const RunOptions &o) {
   double loadSeconds = std::chrono::duration<double>(
                            std::chrono::steady_clock::now() - loadStart)
                            .count();
+  // DFlash engines decode block by block (speculatively, lossless); plain
+  // engines one token per step.
+  const bool dflash = manifest.spec.enabled();
+  if (o.corruptEvery > 0 && !o.oracleDraft)
+    fail("--corrupt-drafts needs --oracle-draft");
+  if (o.oracleDraft && !dflash)
+    fail("--oracle-draft: engine '{}' has no DFlash step (compile the model "
+         "with its drafter)",
+         o.engineDir);
   GenerateStats stats;
-  std::vector<int32_t> tokens = generateGreedy(*executor, ids, o.count, &stats);
+  DflashStats spec;
+  std::vector<int32_t> tokens, oracle;
+  if (dflash) {
+    DflashOptions options;
+    if (o.oracleDraft) {
+      // The continuation the target itself gives (DFlash is lossless), then
+      // the measured pass with it as the drafts: every block accepted whole.
+      oracle = generateDflash(*executor, ids, o.count + manifest.tokens);
+      // --corrupt-drafts K: every K-th oracle token made wrong, so that steps
+      // accept partial blocks.
+      int64_t vocab = engineVocab(manifest);
+      for (int64_t i = o.corruptEvery - 1;
+           o.corruptEvery > 0 && i < int64_t(oracle.size());
+           i += o.corruptEvery)
+        oracle[size_t(i)] = int32_t((oracle[size_t(i)] + 1) % vocab);
+      options.oracle = &oracle;
+    }
+    options.recordDrafts = o.check;
+    tokens = generateDflash(*executor, ids, o.count, options, &spec);
+    stats.prefillSteps = spec.prefillSteps;
+    stats.prefillSeconds = spec.prefillSeconds;
+    stats.decodeSteps = spec.decodeSteps;
+    stats.decodeSeconds = spec.decodeSeconds;
+  } else {
+    tokens = generateGreedy(*executor, ids, o.count, &stats);
+  }
   double seconds = stats.prefillSeconds + stats.decodeSeconds;
   int64_t steps = stats.prefillSteps + stats.decodeSteps;
   double stepMs = steps ? 1e3 * seconds / double(steps) : 0.0;
+  // Tokens per second of decoding: the first token comes from the prefill.
+  int64_t decodeTokens = dflash
+                             ? std::max<int64_t>(int64_t(tokens.size()) - 1, 0)
+                             : stats.decodeSteps;
   double decodeRate = stats.decodeSeconds > 0
-                          ? double(stats.decodeSteps) / stats.decodeSeconds
+                          ? double(decodeTokens) / stats.decodeSeconds
                           : 0.0;
   std::string executorText =
       onHost
@@ -191,6 +231,7 @@ int runEngine(const RunOptions &o) {
   }
   // --check: the same tokens and logits as the CPU reference model?
   std::optional<ReferenceCheck> check;
+  std::optional<DraftCheck> drafts;
   if (o.check) {
     Model model = engineModel(manifest);
     std::unique_ptr<WeightSource> source;
@@ -201,6 +242,9 @@ int runEngine(const RunOptions &o) {
       source =
           std::make_unique<CheckpointWeights>(weights.dir, weights.drafterDir);
     check = checkAgainstReference(*executor, model, *source, ids, tokens);
+    if (dflash)
+      drafts = checkDrafts(model, *source, ids, o.count, spec,
+                           o.oracleDraft ? &oracle : nullptr);
   }
   if (o.json) {
     nlohmann::json out = {{"engine", o.engineDir},
@@ -217,6 +261,16 @@ int runEngine(const RunOptions &o) {
                           {"decode_seconds", stats.decodeSeconds},
                           {"step_ms", stepMs},
                           {"tokens_per_second", decodeRate}};
+    if (dflash) {
+      out["mode"] = o.oracleDraft ? "dflash-oracle-draft" : "dflash";
+      out["corrupt_drafts"] = o.corruptEvery;
+      out["block_size"] = manifest.tokens;
+      out["accepted_per_step"] = spec.accepted;
+      out["mean_accepted"] = spec.meanAccepted();
+      out["accepted_histogram"] = spec.histogram(manifest.tokens);
+    } else {
+      out["mode"] = "greedy";
+    }
     if (!onHost) {
       out["device"] = o.device;
       out["kernel_step_ms_median"] = kernelMs;
@@ -232,6 +286,14 @@ int runEngine(const RunOptions &o) {
                       {"logit_positions", check->positions},
                       {"max_relative_logit_error", check->maxRelativeError},
                       {"max_absolute_logit_error", check->maxAbsoluteError}};
+    if (drafts)
+      out["check"]["drafts"] = {
+          {"steps", drafts->steps},
+          {"tokens", drafts->tokens},
+          {"equal", drafts->equal},
+          {"first_different_step", drafts->firstDifferentStep},
+          {"logit_rows", drafts->logitRows},
+          {"max_relative_logit_error", drafts->maxRelativeError}};
     std::cout << out.dump() << "\n";
   } else {
     std::cout << fmt::format("{}\n", fmt::join(tokens, " "));
@@ -243,6 +305,15 @@ int runEngine(const RunOptions &o) {
       o.engineDir, manifest.tokens, executorText, weights.describe(),
       tokens.size(), stats.prefillSteps, stats.prefillSeconds,
       stats.decodeSteps, stats.decodeSeconds, decodeRate, stepMs, loadSeconds);
+  if (dflash) {
+    std::vector<int64_t> histogram = spec.histogram(manifest.tokens);
+    std::cerr << fmt::format(
+        "tile-run: DFlash{} (blocks of {}): {:.2f} tokens accepted per step "
+        "on average; steps by tokens accepted (1..{}): {}\n",
+        o.oracleDraft ? " with oracle drafts" : "", manifest.tokens,
+        spec.meanAccepted(), manifest.tokens,
+        fmt::join(histogram.begin() + 1, histogram.end(), " "));
+  }
   if (!onHost)
     std::cerr << fmt::format("tile-run: tilec_step kernel time, median over "
                              "decode steps: {:.3f} ms\n",
@@ -261,9 +332,27 @@ int runEngine(const RunOptions &o) {
                                check->positions, check->maxRelativeError,
                                check->maxAbsoluteError);
     std::cerr << "\n";
+    if (drafts) {
+      std::cerr << fmt::format(
+          "tile-run: drafts against the reference drafter (bf16 "
+          "activations): {} of {} "
+          "draft tokens agree over {} steps{}",
+          drafts->equal, drafts->tokens, drafts->steps,
+          drafts->firstDifferentStep < 0
+              ? std::string()
+              : fmt::format(" (first difference at step {})",
+                            drafts->firstDifferentStep));
+      if (drafts->logitRows)
+        std::cerr << fmt::format("; draft logits over {} rows: max relative "
+                                 "error {:.2e}",
+                                 drafts->logitRows, drafts->maxRelativeError);
+      std::cerr << "\n";
+    }
     // bf16 activations on both sides: only summation order differs.
     if (check->matchingPrefix != int64_t(tokens.size()) ||
-        check->maxRelativeError > 1e-2) {
+        check->maxRelativeError > 1e-2 ||
+        (drafts && (drafts->equal != drafts->tokens ||
+                    drafts->maxRelativeError > 1e-2))) {
       std::cerr << "tile-run: error: the engine does not match the reference\n";
       return 1;
     }
@@ -293,8 +382,21 @@ int compareExecutors(const std::string &dir, const std::string &prompt,
       tokens[size_t(i)] = ids[size_t((step * T + i) % int64_t(ids.size()))];
       positions[size_t(i)] = int32_t(step * T + i);
     }
-    gpu.step(tokens, positions);
-    host.step(tokens, positions);
+    if (manifest.spec.enabled()) {
+      // DFlash: each step verifies the tokens as a forced (prompt) block, so
+      // both executors commit the same tokens whatever their argmax says.
+      int32_t forced = int32_t(T);
+      for (Executor *e :
+           {static_cast<Executor *>(&gpu), static_cast<Executor *>(&host)}) {
+        e->writeBuffer(manifest.spec.tokensBuffer, tokens.data(), 4 * T);
+        e->writeBuffer(manifest.spec.positionsBuffer, positions.data(), 4 * T);
+        e->writeBuffer(manifest.spec.forcedBuffer, &forced, 4);
+        e->launch();
+      }
+    } else {
+      gpu.step(tokens, positions);
+      host.step(tokens, positions);
+    }
     for (const BufferInfo &b : manifest.buffers) {
       std::vector<uint8_t> g = gpu.readBuffer(b.name);
       const uint8_t *h = host.arena().data() + b.offset;
@@ -378,7 +480,8 @@ int main(int argc, char **argv) {
   reference->add_flag("--json", refJson, "Print one JSON object");
 
   CLI::App *run =
-      app.add_subcommand("run", "Greedy tokens from a compiled engine");
+      app.add_subcommand("run", "Greedy tokens from a compiled engine (DFlash "
+                                "speculative decoding when it has a drafter)");
   RunOptions runOptions;
   uint64_t runSeed = 0;
   run->add_option("engine", runOptions.engineDir,
@@ -417,6 +520,15 @@ int main(int argc, char **argv) {
   run->add_flag("--no-event-checks", runOptions.noEventChecks,
                 "Host executor: skip the shadow-state event checks");
   run->add_flag("--json", runOptions.json, "Print one JSON object");
+  run->add_flag("--oracle-draft", runOptions.oracleDraft,
+                "DFlash engines: replace the drafts by the target's own greedy "
+                "continuation (computed first), so every block is accepted "
+                "whole: the speed at full acceptance, and a test of accept / "
+                "commit");
+  run->add_option("--corrupt-drafts", runOptions.corruptEvery,
+                  "With --oracle-draft: make every K-th oracle token wrong, so "
+                  "that steps accept partial blocks (0: none)")
+      ->check(CLI::NonNegativeNumber);
   run->add_flag(
       "--check", runOptions.check,
       "Compare tokens and logits with the CPU reference model (exit 1 "

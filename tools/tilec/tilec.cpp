@@ -4,6 +4,9 @@
 //   tilec MODEL -o ENGINE_DIR [--target h100] [--dump-ir DIR] [--pipeline P]
 //   tilec MODEL --emit=graph|tasks [-o FILE]
 //
+// A model with a DFlash drafter compiles @dflash_step (verify, accept and
+// draft in one launch; --no-drafter: plain greedy @target steps).
+//
 // MODEL is a preset name or a model directory. The engine directory is what
 // tile-run loads: manifest.json, tasks.bin, kernel.cu, and ir/ with the IR
 // after every pass.
@@ -72,6 +75,12 @@ cl::opt<std::string>
                cl::value_desc("dir"), cl::init(""), cl::cat(category));
 cl::opt<bool> noDrafter("no-drafter", cl::desc("Ignore the model's drafter"),
                         cl::init(false), cl::cat(category));
+cl::opt<bool> keepDraftLogits(
+    "draft-logits",
+    cl::desc("DFlash engines: keep the drafter's logits readable (tile-run "
+             "--check compares them with the reference drafter's; one more "
+             "[T, V] f32 store per step)"),
+    cl::init(false), cl::cat(category));
 cl::opt<int64_t>
     tokensPerStep("tokens",
                   cl::desc("Tokens per target step (0: the drafter's "
@@ -81,10 +90,11 @@ cl::opt<int64_t>
     maxContext("max-context",
                cl::desc("Positions a full-attention KV cache holds"),
                cl::init(4096), cl::cat(category));
-cl::opt<int64_t> numLayers("num-layers",
-                           cl::desc("Keep only the first N decoder layers (0: all), "
-                                    "e.g. one full-size layer of a large model"),
-                           cl::init(0), cl::cat(category));
+cl::opt<int64_t>
+    numLayers("num-layers",
+              cl::desc("Keep only the first N decoder layers (0: all), "
+                       "e.g. one full-size layer of a large model"),
+              cl::init(0), cl::cat(category));
 cl::opt<bool> listPresets("list-presets",
                           cl::desc("List the built-in models and exit"),
                           cl::init(false), cl::cat(category));
@@ -150,13 +160,6 @@ int main(int argc, char **argv) {
   if (!mlir::tile::namedMachine(target))
     return error("--target: unknown machine '" + target +
                  "' (expected h100, h200 or b200)");
-  std::string passes = pipeline.empty()
-                           ? mlir::tile::defaultPipeline("target", target)
-                           : pipeline;
-  if (printPipeline) {
-    outs() << passes << "\n";
-    return 0;
-  }
 
   std::string name = modelArg.empty() ? tilec::defaultPresetName() : modelArg;
   tilec::Expected<tilec::Model> model =
@@ -167,29 +170,41 @@ int main(int argc, char **argv) {
   if (noDrafter)
     model->drafter.reset();
   if (numLayers < 0 || numLayers > model->target.numLayers)
-    return error("--num-layers " + std::to_string(numLayers) + ": " + name + " has " +
-                 std::to_string(model->target.numLayers) + " layers");
+    return error("--num-layers " + std::to_string(numLayers) + ": " + name +
+                 " has " + std::to_string(model->target.numLayers) + " layers");
   if (numLayers > 0 && numLayers < model->target.numLayers) {
     tilec::TargetConfig &t = model->target;
     t.numLayers = numLayers;
     t.layerTypes.resize(size_t(numLayers));
     t.mlpTypes.resize(size_t(numLayers));
-    model->drafter.reset(); // its taps name layers that are gone
+    if (model->drafter)
+      for (int64_t id : model->drafter->targetLayerIds)
+        if (id >= numLayers) {
+          errs() << "tilec: note: --num-layers " << numLayers << " drops layer "
+                 << id << ", which the DFlash drafter taps; building a plain "
+                 << "greedy-decoding step\n";
+          model->drafter.reset();
+          break;
+        }
   }
-  if (emit != Emit::Graph && model->drafter) {
-    // The megakernel runs plain greedy decoding until DFlash's step is
-    // compiled.
-    errs() << "tilec: note: " << name
-           << "'s DFlash drafter is not compiled into engines yet; building a "
-              "plain "
-              "greedy-decoding engine\n";
-    model->drafter.reset();
+  // With a drafter the engine runs DFlash: one launch verifies a block,
+  // accepts, and drafts the next.
+  const char *function = model->drafter ? "dflash_step" : "target";
+  std::string passes = pipeline.empty()
+                           ? mlir::tile::defaultPipeline(function, target)
+                           : pipeline;
+  if (printPipeline) {
+    outs() << passes << "\n";
+    return 0;
   }
 
   mlir::MLIRContext context;
   tilec::GraphOptions options;
   options.tokens = tokensPerStep;
   options.maxContext = maxContext;
+  options.draftLogits = keepDraftLogits;
+  if (emit != Emit::Graph)
+    options.functions = {function};
   std::string message;
   mlir::OwningOpRef<mlir::ModuleOp> module =
       tilec::buildGraph(context, *model, options, message);
@@ -241,9 +256,12 @@ int main(int argc, char **argv) {
   info.tilecVersion = TILEC_VERSION;
   info.modelName = name;
   info.modelConfig = tilec::configTextNoThrow(model->target);
+  if (model->drafter)
+    info.drafterConfig =
+        tilec::drafterConfigTextNoThrow(*model->drafter, model->target);
   tilec::EngineManifest manifest;
   std::string kernel;
-  if (failed(mlir::tile::generateEngine(*module, "target", info, manifest,
+  if (failed(mlir::tile::generateEngine(*module, function, info, manifest,
                                         kernel)))
     return error(name + ": code generation failed");
   std::string written = tilec::writeEngine(output, manifest, kernel);

@@ -28,15 +28,6 @@ func.func @f(%k: tensor<4x2x64xbf16>, %v: tensor<4x2x32xbf16>, %p: tensor<4xi32>
 
 // -----
 
-tile.weight @w : tensor<4xf32> = "w"
-func.func @f(%n: i32, %t: !tile.token) {
-  // expected-error @+1 {{'tile.kv_commit' op cache @w names a 'tile.weight', expected a tile.kv_cache}}
-  %c = tile.kv_commit @w, %n after %t
-  return
-}
-
-// -----
-
 tile.kv_cache @kv kv_heads(2) dims(48, 32) capacity(16) : bf16
 func.func @f(%q: tensor<4x4x48xbf16>, %p: tensor<3xi32>) {
   // expected-error @+1 {{'tile.attention' op positions 'tensor<3xi32>' do not match the 4 query tokens}}
@@ -84,7 +75,7 @@ func.func @f(%q: tensor<4x4x48xbf16>, %p: tensor<4xi32>) {
 
 tile.kv_cache @kv kv_heads(2) dims(48, 32) capacity(16) : bf16
 func.func @f(%q: tensor<4x4x48xbf16>, %p: tensor<4xi32>) {
-  // expected-error @+1 {{'tile.attention' op mask(bidirectional) needs the block's own keys: block(%k, %v)}}
+  // expected-error @+1 {{'tile.attention' op mask(bidirectional) needs the block's own keys: block(%k, %v), or their append to the cache (after %token)}}
   %a = tile.attention %q, %p over @kv mask(bidirectional) scale(0.1) : tensor<4x4x48xbf16>, tensor<4xi32> -> tensor<4x4x32xbf16>
   return
 }

@@ -115,9 +115,61 @@ func.func @f(%x: tensor<4x64xbf16>, %r: !tile.routing<tokens = 4, top_k = 2, exp
 
 // -----
 
-func.func @f(%d: tensor<2x4xi32>) {
+func.func @f(%d: tensor<2x4xi32>, %f: tensor<1xi32>) {
   // expected-error @+1 {{'tile.accept' op draft must have rank 1, got 'tensor<2x4xi32>'}}
-  %t, %n = tile.accept %d, %d : tensor<2x4xi32>
+  %c, %t, %n = tile.accept %d, %d at %d forced(%f) mask_token(3) : tensor<2x4xi32>, tensor<1xi32> -> tensor<5xi32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<4xi32>, %f: tensor<1xi32>) {
+  // expected-error @+1 {{'tile.accept' op committed holds the count and up to 4 tokens: tensor<5xi32>, got 'tensor<4xi32>'}}
+  %c, %t, %n = tile.accept %d, %d at %d forced(%f) mask_token(3) : tensor<4xi32>, tensor<1xi32> -> tensor<4xi32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<4xi32>, %f: tensor<2xi32>) {
+  // expected-error @+1 {{'tile.accept' op forced must be tensor<1xi32>, got 'tensor<2xi32>'}}
+  %c, %t, %n = tile.accept %d, %d at %d forced(%f) mask_token(3) : tensor<4xi32>, tensor<2xi32> -> tensor<5xi32>
+  return
+}
+
+// -----
+
+tile.state @spec.tokens : tensor<4xi32>
+tile.state @spec.positions : tensor<8xi32>
+func.func @f(%d: tensor<4xi32>) {
+  // expected-error @+1 {{'tile.spec_update' op state @spec.positions holds 'tensor<8xi32>', expected 'tensor<4xi32>'}}
+  tile.spec_update %d, %d, %d into @spec.tokens, @spec.positions : tensor<4xi32>
+  return
+}
+
+// -----
+
+tile.weight @w : tensor<4xf32> = "w"
+func.func @f() {
+  // expected-error @+1 {{'tile.state_read' op state @w names a 'tile.weight', expected a tile.state}}
+  %s = tile.state_read @w : tensor<4xi32>
+  return
+}
+
+// -----
+
+tile.weight @n : tensor<32xbf16> = "n"
+func.func @f(%x: tensor<4x64xbf16>) {
+  // expected-error @+1 {{'tile.concat' op norm @n has shape [32], expected [64]}}
+  %c = tile.concat %x, %x axis(1) {norms = [@n, unit], eps = 1.0e-5 : f64} : tensor<4x64xbf16>, tensor<4x64xbf16> -> tensor<4x128xbf16>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<4x64xbf16>) {
+  // expected-error @+1 {{'tile.concat' op norms has 1 entries for 2 inputs}}
+  %c = tile.concat %x, %x axis(1) {norms = [unit], eps = 1.0e-5 : f64} : tensor<4x64xbf16>, tensor<4x64xbf16> -> tensor<4x128xbf16>
   return
 }
 

@@ -144,7 +144,7 @@ tile.program @p tokens(1) target {sms = 1 : i64, regs = 65536 : i64} {
 // -----
 
 tile.program @p tokens(1) target {sms = 1 : i64} {
-  // expected-error @+1 {{'tile.buffer' op @x: kind 'scratch' is not input, output, activation, view or kv}}
+  // expected-error @+1 {{'tile.buffer' op @x: kind 'scratch' is not input, output, activation, view, kv or state}}
   tile.buffer @x : tensor<1x64xbf16> "scratch"
 }
 

@@ -27,6 +27,10 @@ tile.weight @bias : tensor<8xf32> = "model.layers.1.mlp.gate.e_score_correction_
 tile.weight @gate_up : tensor<8x128x64xf4E2M1FN> quant <mxfp4 [32]> = "model.layers.1.mlp.experts.gate_up_proj"
 // CHECK: tile.weight @down : tensor<8x64x64xf4E2M1FN> quant <mxfp4 [32]> = "model.layers.1.mlp.experts.down_proj"
 tile.weight @down : tensor<8x64x64xf4E2M1FN> quant <mxfp4 [32]> = "model.layers.1.mlp.experts.down_proj"
+// CHECK: tile.state @spec.tokens : tensor<4xi32>
+tile.state @spec.tokens : tensor<4xi32>
+tile.state @spec.positions : tensor<4xi32>
+tile.state @spec.forced : tensor<1xi32>
 // CHECK: tile.weight @lm_head : tensor<512x64xbf16> = "lm_head.weight"
 tile.weight @lm_head : tensor<512x64xbf16> = "lm_head.weight"
 
@@ -37,7 +41,7 @@ tile.kv_cache @kv.l0 kv_heads(2) dims(48, 32) capacity(4096) : bf16
 
 // CHECK-LABEL: func.func @layer
 func.func @layer(%ids: tensor<4xi32>, %pos: tensor<4xi32>, %count: i32)
-    -> (tensor<4xi32>, !tile.token) {
+    -> (tensor<5xi32>, !tile.token) {
   // CHECK: tile.embed %{{.*}}, @model.embed_tokens : tensor<4xi32> -> tensor<4x64xbf16>
   %x = tile.embed %ids, @model.embed_tokens : tensor<4xi32> -> tensor<4x64xbf16>
   // CHECK: tile.embed %{{.*}}, @model.embed_tokens scale(2.000000e+00) : tensor<4xi32> -> tensor<4x64xf32>
@@ -90,9 +94,16 @@ func.func @layer(%ids: tensor<4xi32>, %pos: tensor<4xi32>, %count: i32)
   %scaled = tile.logit_cap %logits multiplier(0.5) : tensor<4x512xf32>
   // CHECK: tile.argmax %{{.*}} : tensor<4x512xf32> -> tensor<4xi32>
   %p = tile.argmax %logits : tensor<4x512xf32> -> tensor<4xi32>
-  // CHECK: %{{.*}}, %[[N:.*]] = tile.accept %{{.*}}, %{{.*}} : tensor<4xi32>
-  %tok, %n = tile.accept %ids, %p : tensor<4xi32>
-  // CHECK: tile.kv_commit @kv.l1, %[[N]] after %[[T]]
-  %c = tile.kv_commit @kv.l1, %n after %t
-  return %tok, %c : tensor<4xi32>, !tile.token
+  // CHECK: %[[B:.*]] = tile.state_read @spec.tokens : tensor<4xi32>
+  %blk = tile.state_read @spec.tokens : tensor<4xi32>
+  // CHECK: %[[SP:.*]] = tile.state_read @spec.positions : tensor<4xi32>
+  %spos = tile.state_read @spec.positions : tensor<4xi32>
+  %forced = tile.state_read @spec.forced : tensor<1xi32>
+  // CHECK: %[[C:.*]], %[[NT:.*]], %[[NP:.*]] = tile.accept %[[B]], %{{.*}} at %[[SP]] forced(%{{.*}}) mask_token(511) : tensor<4xi32>, tensor<1xi32> -> tensor<5xi32>
+  %c, %nt, %np = tile.accept %blk, %p at %spos forced(%forced) mask_token(511) : tensor<4xi32>, tensor<1xi32> -> tensor<5xi32>
+  // CHECK: tile.spec_update %[[NT]], %{{.*}}, %[[NP]] into @spec.tokens, @spec.positions : tensor<4xi32>
+  tile.spec_update %nt, %p, %np into @spec.tokens, @spec.positions : tensor<4xi32>
+  // CHECK: tile.concat %{{.*}}, %{{.*}} axis(1) {eps = 1.000000e-05 : f64, norms = [unit, @ln]}
+  %normed = tile.concat %x1, %sm axis(1) {norms = [unit, @ln], eps = 1.0e-5 : f64} : tensor<4x64xbf16>, tensor<4x64xbf16> -> tensor<4x128xbf16>
+  return %c, %t : tensor<5xi32>, !tile.token
 }
