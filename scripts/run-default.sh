@@ -17,7 +17,7 @@ echo "== tilec: $model -> engine $out/engine (IR after every pass in $out/engine
 echo "== NVRTC: the megakernel for sm_90a"
 "$bin/tile-run" compile "$out/engine"
 
-echo "== tile-run: greedy tokens from the engine (on a GPU if there is one, else on the host executor)"
+echo "== tile-run: tokens from the engine, DFlash speculative decoding (on a GPU if there is one, else on the host executor)"
 # Without a GPU the host executor runs it and the tokens and logits are also checked
 # against the CPU reference model.
 check=--check

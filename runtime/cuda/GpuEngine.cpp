@@ -775,19 +775,25 @@ void GpuEngine::launch(const std::string &readBack, void *dst, int64_t bytes) {
   Impl &s = *impl_;
   std::vector<Impl::Copy> back;
   int32_t *io = static_cast<int32_t *>(s.io);
+  // Small read-backs (the committed tokens) go through the pinned io buffer
+  // in the step's stream; larger ones (logits, for checks) are read after.
+  bool pinned = false;
   if (!readBack.empty()) {
     const BufferInfo &b = s.m.buffer(readBack);
-    if (bytes < 0 || b.bytes < bytes ||
-        bytes > (s.m.tokens + 1) * 3 * int64_t(sizeof(int32_t)))
+    if (bytes < 0 || b.bytes < bytes)
       fail("GPU engine: cannot read {} bytes of buffer '{}' ({} bytes) back "
            "with a step",
            bytes, readBack, b.bytes);
-    back.push_back({b.offset, io, size_t(bytes)});
+    pinned = bytes <= (s.m.tokens + 1) * 3 * int64_t(sizeof(int32_t));
+    if (pinned)
+      back.push_back({b.offset, io, size_t(bytes)});
   }
   s.current();
   s.launchStep({}, back, "");
-  if (!readBack.empty())
+  if (pinned)
     std::memcpy(dst, io, size_t(bytes));
+  else if (!readBack.empty())
+    readBuffer(readBack, dst, bytes);
 }
 
 void GpuEngine::Impl::launchStep(const std::vector<Copy> &in,

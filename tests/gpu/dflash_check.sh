@@ -26,10 +26,11 @@ export TILEC_DEVICE_INCLUDE=$repo
 export XDG_CACHE_HOME=$build/xdg-cache
 rows=()
 status=0
-row() { rows+=("$(printf '%-34s %-5s %s' "$1" "$2" "$3")"); [ "$2" = FAIL ] && status=1; }
+row() { rows+=("$(printf "%-34s %-5s %s" "$1" "$2" "$3")"); if [ "$2" = FAIL ]; then status=1; fi; }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm \
   --format=csv,noheader | tee "$out/gpu.txt"
+gpuline=$(head -1 "$out/gpu.txt")
 start=$(date +%s)
 if cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTILEC_RUNTIME_ONLY=ON \
      -DTILEC_BUILD_FUZZERS=OFF -DTILEC_BUILD_TESTS=OFF >"$out/configure.log" 2>&1 &&
@@ -103,7 +104,7 @@ for e in d-tiny d-groups d-window d-pro; do
   done
 done
 # Lossless on the GPU itself: DFlash tokens = the plain engine's tokens.
-for pair in "d-tiny p-tiny" ; do
+for pair in "d-tiny p-tiny" "d-groups p-groups" "d-window p-window" "d-pro p-pro"; do
   set -- $pair
   a=$(timeout 100 "$run" run "$engines/$1" --executor gpu --prompt-ids 3,1,4,1,5,9,2,6 -n 32 2>/dev/null)
   b=$(timeout 100 "$run" run "$engines/$2" --executor gpu --prompt-ids 3,1,4,1,5,9,2,6 -n 32 2>/dev/null)
@@ -114,7 +115,7 @@ print(n, len(a))" "$a" "$b")
 done
 
 # 5. pro-slice: plain vs DFlash vs DFlash with oracle drafts.
-for spec in "ps-plain plain" "ps-dflash plain" "ps-dflash oracle"; do
+for spec in "ps-plain plain" "ps-plain8 plain" "ps-dflash plain" "ps-dflash oracle"; do
   set -- $spec
   args=()
   [ "$2" = oracle ] && args=(--oracle-draft)
@@ -125,7 +126,19 @@ for spec in "ps-plain plain" "ps-dflash plain" "ps-dflash oracle"; do
   tail -2 "$out/$1-$2.log"
 done
 
+# compute-sanitizer memcheck on a DFlash engine (two steps).
+if command -v compute-sanitizer >/dev/null; then
+  timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 "$run" run "$engines/d-tiny" \
+    --executor gpu --prompt-ids 1,2 -n 3 --watchdog-ms 600000 >"$out/memcheck.log" 2>&1
+  rc=$?
+  line=$(grep -m1 "ERROR SUMMARY" "$out/memcheck.log")
+  [ $rc = 0 ] && row "memcheck d-tiny" PASS "${line:-clean}" || row "memcheck d-tiny" FAIL "rc $rc: ${line:-see log}"
+fi
+
+# Every log in one file (the device tool brings back a limited number).
+(cd "$out" && tar czf logs.tar.gz --exclude logs.tar.gz ./*.log ./*.json ./*.txt 2>/dev/null &&
+  find . -maxdepth 1 -type f ! -name logs.tar.gz ! -name summary.txt -delete)
 echo
-echo "== summary ($(head -1 "$out/gpu.txt"))"
-printf '%s\n' "${rows[@]}" | tee "$out/summary.txt"
+echo "== summary ($gpuline)"
+printf "%s\n" "${rows[@]}" | tee "$out/summary.txt"
 exit $status

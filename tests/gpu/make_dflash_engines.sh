@@ -26,9 +26,14 @@ make d-window tiny-window --draft-logits
 make d-pro tiny-pro
 make p-tiny tiny --no-drafter
 make p-tiny4 tiny --no-drafter --tokens 4
+make p-groups tiny-groups --no-drafter
+make p-window tiny-window --no-drafter
+make p-pro tiny-pro --no-drafter
 make nr-d-tiny tiny --pipeline "$(noreuse tiny)"
 make nr-d-pro tiny-pro --pipeline "$(noreuse tiny-pro)"
+make nr-p-groups tiny-groups --no-drafter --pipeline "$(noreuse tiny-groups --no-drafter)"
 make ps-dflash pro-slice
 make ps-plain pro-slice --no-drafter
+make ps-plain8 pro-slice --no-drafter --tokens 8
 make nr-ps-plain pro-slice --no-drafter --pipeline "$(noreuse pro-slice --no-drafter)"
 du -sh "$out"/* | sort -h | tail -3

@@ -19,7 +19,7 @@ export TILEC_DEVICE_INCLUDE=$repo
 export XDG_CACHE_HOME=$build/xdg-cache
 rows=()
 status=0
-row() { rows+=("$(printf '%-28s %-5s %s' "$1" "$2" "$3")"); [ "$2" = FAIL ] && status=1; }
+row() { rows+=("$(printf '%-28s %-5s %s' "$1" "$2" "$3")"); if [ "$2" = FAIL ]; then status=1; fi; }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 if cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTILEC_RUNTIME_ONLY=ON \

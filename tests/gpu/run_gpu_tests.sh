@@ -27,7 +27,7 @@ export XDG_CACHE_HOME=${XDG_CACHE_HOME_FOR_TESTS:-$build/xdg-cache}
 
 rows=()
 status=0
-row() { rows+=("$(printf '%-34s %-6s %s' "$1" "$2" "$3")"); [ "$2" = FAIL ] && status=1; }
+row() { rows+=("$(printf '%-34s %-6s %s' "$1" "$2" "$3")"); if [ "$2" = FAIL ]; then status=1; fi; }
 
 echo "== environment" | tee "$logs/environment.log"
 {
