@@ -420,6 +420,23 @@ LogicalResult mlir::tile::generateEngine(ModuleOp module, StringRef name,
     records[task.getSymName()] = r;
   }
 
+  // Each op's phase (DFlash): its own name's, or its parent op's for the
+  // tasks of a fused op's parts ("lm_head.reduce" is "lm_head"'s).
+  if (auto phases = program->getAttrOfType<DictionaryAttr>("op_phases")) {
+    for (const std::string &op : m.ops) {
+      StringRef name = op, phase = "verify";
+      while (!name.empty()) {
+        if (auto p = phases.getAs<StringAttr>(name)) {
+          phase = p.getValue();
+          break;
+        }
+        size_t dot = name.rfind('.');
+        name = dot == StringRef::npos ? StringRef() : name.take_front(dot);
+      }
+      m.opPhases.push_back(phase.str());
+    }
+  }
+
   m.smTasks.assign(size_t(m.sms), {});
   for (ScheduleOp schedule : program.getBodyBlock().getOps<ScheduleOp>()) {
     if (schedule.getSm() < 0 || schedule.getSm() >= m.sms)

@@ -890,6 +890,37 @@ LogicalResult Partitioner::run() {
       return failure();
   }
   bool speculative = program->hasAttr("spec_out_buffer");
+  if (speculative) {
+    // Each op's part of the DFlash step, for per-phase timings from traces:
+    // "accept" (accept, update), "draft" (what depends on the accepted
+    // tokens), "context" (the taps and the drafter's context, from the
+    // concat), "verify" (the target).
+    DenseMap<Operation *, StringRef> phase;
+    SmallVector<NamedAttribute> phases;
+    for (Operation &op : fn.getBody().front()) {
+      StringRef p = "verify";
+      if (isa<AcceptOp, SpecUpdateOp>(op)) {
+        p = "accept";
+      } else if (isa<ConcatOp>(op)) {
+        p = "context";
+      } else {
+        for (Value v : op.getOperands()) {
+          Operation *def = v.getDefiningOp();
+          StringRef q = def ? phase.lookup(def) : StringRef();
+          if (isa_and_nonnull<AcceptOp>(def) || q == "draft") {
+            p = "draft";
+            break;
+          }
+          if (q == "context")
+            p = "context";
+        }
+      }
+      phase[&op] = p;
+      if (!isa<ReshapeOp, func::ReturnOp, StateReadOp>(op))
+        phases.push_back(b.getNamedAttr(nameOf(&op), b.getStringAttr(p)));
+    }
+    program->setAttr("op_phases", b.getDictionaryAttr(phases));
+  }
   if (speculative && !(program->hasAttr("spec_tokens_buffer") &&
                        program->hasAttr("spec_positions_buffer") &&
                        program->hasAttr("spec_forced_buffer")))

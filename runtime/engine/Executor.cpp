@@ -202,6 +202,8 @@ std::vector<int32_t> generateDflash(Executor &executor,
       executor.writeBuffer(m.spec.tokensBuffer, block.data(), 4 * T);
     }
     int64_t a = step();
+    if (options.afterStep)
+      options.afterStep();
     generated.insert(generated.end(), out.begin() + 1, out.begin() + 1 + a);
     local.accepted.push_back(a);
     ++local.decodeSteps;

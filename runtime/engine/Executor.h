@@ -12,6 +12,7 @@
 #include "runtime/engine/Manifest.h"
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -75,6 +76,8 @@ struct DflashOptions {
   /// Read each decode step's block back before launching it (DflashStats::
   /// drafts): one more copy per step, for checks.
   bool recordDrafts = false;
+  /// Called after every decode step's launch (e.g. to read a trace).
+  std::function<void()> afterStep;
 };
 
 struct DflashStats {

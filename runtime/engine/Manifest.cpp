@@ -127,6 +127,8 @@ json toJson(const EngineManifest &m) {
     j["events"].push_back(
         {{"name", e.name}, {"signals_per_step", e.signalsPerStep}});
   j["ops"] = m.ops;
+  if (!m.opPhases.empty())
+    j["op_phases"] = m.opPhases;
   json counts = json::array();
   for (const auto &list : m.smTasks)
     counts.push_back(list.size());
@@ -247,6 +249,10 @@ EngineManifest fromJson(const json &j, const std::string &where) {
         {get<std::string>(e, "name", where + " event"),
          get<uint32_t>(e, "signals_per_step", where + " event")});
   m.ops = j.value("ops", std::vector<std::string>());
+  m.opPhases = j.value("op_phases", std::vector<std::string>());
+  if (!m.opPhases.empty() && m.opPhases.size() != m.ops.size())
+    fail("{}: op_phases has {} entries for {} ops", where, m.opPhases.size(),
+         m.ops.size());
   const json &tasks = get<json>(j, "tasks", where);
   if (get<int64_t>(tasks, "words_per_task", where + " tasks") !=
       TILEC_TASK_WORDS)

@@ -95,6 +95,9 @@ struct EngineManifest {
   std::vector<InstanceInfo> instances;
   std::vector<EventInfo> events;
   std::vector<std::string> ops; // op id -> a readable name (traces, reports)
+  /// DFlash engines: op id -> its part of the step ("verify", "context",
+  /// "accept", "draft"); empty otherwise.
+  std::vector<std::string> opPhases;
 
   /// Per SM, its tasks in order (tasks.bin holds them back to back).
   std::vector<std::vector<TilecTask>> smTasks;

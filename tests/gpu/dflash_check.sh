@@ -121,6 +121,12 @@ for spec in "ps-plain plain" "ps-plain8 plain" "ps-dflash plain" "ps-dflash orac
   [ "$2" = oracle ] && args=(--oracle-draft)
   if timeout 300 "$run" run "$engines/$1" --executor gpu --prompt-ids 3,1,4,1,5,9,2,6 -n 64 \
        "${args[@]}" --json >"$out/$1-$2.json" 2>"$out/$1-$2.log"; then v=PASS; else v=FAIL; fi
+  # The same with per-task trace stamps: where the DFlash step's time goes.
+  case $1 in *dflash*)
+    timeout 300 "$run" run "$engines/$1" --executor gpu --prompt-ids 3,1,4,1,5,9,2,6 -n 64 \
+      "${args[@]}" --trace 2>&1 >/dev/null | grep phases | tee -a "$out/phases.txt"
+    row "$1 $2 phases" info "$(sed -n 's/.*phases overlap): //p' "$out/phases.txt" | tail -1)" ;;
+  esac
   tps=$(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"{r['tokens_per_second']:.0f} tok/s, {r.get('mean_accepted', 1):.2f} acc/step, kernel {r['kernel_step_ms_median']:.3f} ms/step, tokens {' '.join(map(str, r['tokens'][:6]))}...\")" "$out/$1-$2.json" 2>/dev/null)
   row "$1 $2" $v "${tps:-see $1-$2.log}"
   tail -2 "$out/$1-$2.log"

@@ -39,6 +39,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -117,7 +118,7 @@ struct RunOptions {
   uint64_t interleavingsSeed = 0;
   int threads = 1;
   bool noEventChecks = false, json = false, check = false;
-  bool oracleDraft = false;
+  bool oracleDraft = false, trace = false;
   int64_t corruptEvery = 0;
   // GPU executor.
   int device = 0;
@@ -136,6 +137,7 @@ ExecutorChoice executorChoice(const RunOptions &o) {
   choice.gpu.device = o.device;
   choice.gpu.watchdogMs = o.watchdogMs;
   choice.gpu.useCache = !o.noCache;
+  choice.gpu.trace = o.trace;
   return choice;
 }
 
@@ -146,6 +148,49 @@ int64_t engineVocab(const EngineManifest &m) {
       return i.params.at("V");
   return engineModel(m).target.vocabSize;
 }
+
+/// Per decode step, the time each part of a DFlash step spans on the GPU
+/// (first task start to last task end, from the per-task trace stamps), and
+/// the whole step's.
+struct PhaseTimes {
+  std::map<std::string, std::vector<double>> us;
+  void add(const EngineManifest &m, const std::vector<uint64_t> &trace) {
+    if (trace.empty())
+      return;
+    size_t maxTasks = trace.size() / 2 / m.smTasks.size();
+    std::map<std::string, std::pair<uint64_t, uint64_t>> span;
+    auto widen = [&](const std::string &phase, uint64_t b, uint64_t e) {
+      auto [it, fresh] = span.try_emplace(phase, b, e);
+      it->second.first = std::min(it->second.first, b);
+      it->second.second = std::max(it->second.second, e);
+    };
+    for (size_t sm = 0; sm < m.smTasks.size(); ++sm)
+      for (size_t k = 0; k < m.smTasks[sm].size() && k < maxTasks; ++k) {
+        uint64_t b = trace[(sm * maxTasks + k) * 2],
+                 e = trace[(sm * maxTasks + k) * 2 + 1];
+        int64_t op = m.smTasks[sm][k].w[TILEC_W_OP];
+        if (b == 0 || e < b || op < 0 || size_t(op) >= m.opPhases.size())
+          continue;
+        widen(m.opPhases[size_t(op)], b, e);
+        widen("step", b, e);
+      }
+    for (auto &[phase, be] : span)
+      us[phase].push_back(double(be.second - be.first) / 1e3);
+  }
+  /// "phase median µs" for each phase, the step first.
+  std::string describe() const {
+    std::vector<std::string> parts;
+    for (const char *phase : {"step", "verify", "context", "accept", "draft"}) {
+      auto it = us.find(phase);
+      if (it == us.end() || it->second.empty())
+        continue;
+      std::vector<double> v = it->second;
+      std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+      parts.push_back(fmt::format("{} {:.1f} us", phase, v[v.size() / 2]));
+    }
+    return fmt::format("{}", fmt::join(parts, ", "));
+  }
+};
 
 int runEngine(const RunOptions &o) {
   EngineManifest manifest = readEngine(o.engineDir);
@@ -173,6 +218,7 @@ int runEngine(const RunOptions &o) {
          o.engineDir);
   GenerateStats stats;
   DflashStats spec;
+  PhaseTimes phases;
   std::vector<int32_t> tokens, oracle;
   if (dflash) {
     DflashOptions options;
@@ -190,6 +236,9 @@ int runEngine(const RunOptions &o) {
       options.oracle = &oracle;
     }
     options.recordDrafts = o.check;
+    auto *gpu = dynamic_cast<GpuEngine *>(executor);
+    if (o.trace && gpu && !manifest.opPhases.empty())
+      options.afterStep = [&] { phases.add(manifest, gpu->readTrace()); };
     tokens = generateDflash(*executor, ids, o.count, options, &spec);
     stats.prefillSteps = spec.prefillSteps;
     stats.prefillSeconds = spec.prefillSeconds;
@@ -271,6 +320,8 @@ int runEngine(const RunOptions &o) {
     } else {
       out["mode"] = "greedy";
     }
+    if (!phases.us.empty())
+      out["phase_us"] = phases.us;
     if (!onHost) {
       out["device"] = o.device;
       out["kernel_step_ms_median"] = kernelMs;
@@ -318,6 +369,11 @@ int runEngine(const RunOptions &o) {
     std::cerr << fmt::format("tile-run: tilec_step kernel time, median over "
                              "decode steps: {:.3f} ms\n",
                              kernelMs);
+  if (!phases.us.empty())
+    std::cerr << fmt::format(
+        "tile-run: DFlash step phases (first task start to last task end on "
+        "any SM, median over decode steps; phases overlap): {}\n",
+        phases.describe());
   if (check) {
     std::cerr << fmt::format("tile-run: check against the CPU reference (bf16 "
                              "activations): {} of {} "
@@ -538,6 +594,9 @@ int main(int argc, char **argv) {
                 "continuation (computed first), so every block is accepted "
                 "whole: the speed at full acceptance, and a test of accept / "
                 "commit");
+  run->add_flag("--trace", runOptions.trace,
+                "GPU, DFlash engines: per-task time stamps; report how long "
+                "the verify, context, accept and draft parts of a step span");
   run->add_option("--corrupt-drafts", runOptions.corruptEvery,
                   "With --oracle-draft: make every K-th oracle token wrong, so "
                   "that steps accept partial blocks (0: none)")
