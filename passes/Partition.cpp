@@ -892,14 +892,14 @@ LogicalResult Partitioner::run() {
   bool speculative = program->hasAttr("spec_out_buffer");
   if (speculative) {
     // Each op's part of the DFlash step, for per-phase timings from traces:
-    // "accept" (accept, update), "draft" (what depends on the accepted
-    // tokens), "context" (the taps and the drafter's context, from the
+    // "accept", "draft" (what depends on the accepted tokens, the state
+    // update last), "context" (the taps and the drafter's context, from the
     // concat), "verify" (the target).
     DenseMap<Operation *, StringRef> phase;
     SmallVector<NamedAttribute> phases;
     for (Operation &op : fn.getBody().front()) {
       StringRef p = "verify";
-      if (isa<AcceptOp, SpecUpdateOp>(op)) {
+      if (isa<AcceptOp>(op)) {
         p = "accept";
       } else if (isa<ConcatOp>(op)) {
         p = "context";
