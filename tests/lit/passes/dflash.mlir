@@ -28,8 +28,8 @@
 
 // tile-partition: state buffers, one concat task per input (the second one
 // normalizes), one accept and one update task, and the program names the
-// buffers the runtime needs.
-// PART: tile.program @dflash_step tokens(4) {{.*}}logits_buffer = "lm_head.logits", spec_forced_buffer = "spec.forced", spec_out_buffer = "[[ACC:accept[0-9]+]].committed", spec_positions_buffer = "spec.positions", spec_tokens_buffer = "spec.tokens"
+// buffers the runtime needs and each op's phase (verify, context, accept, draft).
+// PART: tile.program @dflash_step tokens(4) {{.*}}logits_buffer = "lm_head.logits", op_phases = {[[ACC:accept[0-9]+]] = "accept"{{.*}}spec_update{{[0-9]+}} = "draft"{{.*}}}, spec_forced_buffer = "spec.forced", spec_out_buffer = "[[ACC]].committed", spec_positions_buffer = "spec.positions", spec_tokens_buffer = "spec.tokens"
 // PART-DAG: tile.buffer @spec.tokens : tensor<4xi32> "state"
 // PART-DAG: tile.buffer @spec.positions : tensor<4xi32> "state"
 // PART-DAG: tile.buffer @spec.forced : tensor<1xi32> "state"
