@@ -142,14 +142,16 @@ const std::vector<FamilyInfo> &families() {
       {"spec_accept",
        "spec_accept_task",
        TILEC_TASK_SPEC_ACCEPT,
-       {"T", "mask_token"},
+       {"T", "mask_token", "V"},
        {{"draft", TILEC_ACC_DRAFT},
         {"predicted", TILEC_ACC_PREDICTED},
         {"pos", TILEC_ACC_POS},
         {"forced", TILEC_ACC_FORCED},
         {"out", TILEC_ACC_OUT},
         {"next", TILEC_ACC_NEXT},
-        {"next_pos", TILEC_ACC_NEXT_POS}}},
+        {"next_pos", TILEC_ACC_NEXT_POS},
+        {"logits", TILEC_ACC_LOGITS},
+        {"sampling", TILEC_ACC_SAMPLING}}},
       {"spec_update",
        "spec_update_task",
        TILEC_TASK_SPEC_UPDATE,
@@ -272,6 +274,7 @@ LogicalResult mlir::tile::generateEngine(ModuleOp module, StringRef name,
   m.spec.tokensBuffer = strAttr("spec_tokens_buffer");
   m.spec.positionsBuffer = strAttr("spec_positions_buffer");
   m.spec.forcedBuffer = strAttr("spec_forced_buffer");
+  m.spec.samplingBuffer = strAttr("spec_sampling_buffer");
   m.arenaBytes = intAttr("arena_bytes");
   m.kvBytes = intAttr("kv_bytes");
   m.weightBytes = intAttr("weight_bytes");

@@ -724,19 +724,25 @@ LogicalResult Partitioner::partitionAccept(AcceptOp op) {
   StringRef draft = bufferOf(op.getDraft()),
             predicted = bufferOf(op.getPredicted()),
             positions = bufferOf(op.getPositions()),
-            forced = bufferOf(op.getForced());
+            forced = bufferOf(op.getForced()),
+            logits = bufferOf(op.getLogits()),
+            sampling = bufferOf(op.getSampling());
   StringRef committed = bufferOf(op.getCommitted()),
             next = bufferOf(op.getNextTokens()),
             nextPositions = bufferOf(op.getNextPositions());
   program->setAttr("spec_out_buffer", b.getStringAttr(committed));
   beginGroup(nameOf(op));
   task("spec_accept", op,
-       {argInt("T", tokens), argInt("mask_token", op.getMaskToken())},
+       {argInt("T", tokens), argInt("mask_token", op.getMaskToken()),
+        argInt("V", cast<RankedTensorType>(op.getLogits().getType())
+                        .getDimSize(1))},
        {argSym("draft", draft), argSym("predicted", predicted),
         argSym("pos", positions), argSym("forced", forced),
         argSym("out", committed), argSym("next", next),
-        argSym("next_pos", nextPositions)},
-       {draft, predicted, positions, forced}, {committed, next, nextPositions},
+        argSym("next_pos", nextPositions), argSym("logits", logits),
+        argSym("sampling", sampling)},
+       {draft, predicted, positions, forced, logits, sampling},
+       {committed, next, nextPositions},
        tokens * 16, 0, /*prefetch=*/false);
   return endGroup(op);
 }
@@ -828,6 +834,8 @@ LogicalResult Partitioner::run() {
         program->setAttr("spec_positions_buffer", b.getStringAttr(buf));
       else if (read.getState() == "spec.forced")
         program->setAttr("spec_forced_buffer", b.getStringAttr(buf));
+      else if (read.getState() == "spec.sampling")
+        program->setAttr("spec_sampling_buffer", b.getStringAttr(buf));
       continue;
     }
     for (Value result : op.getResults()) {
@@ -923,11 +931,12 @@ LogicalResult Partitioner::run() {
   }
   if (speculative && !(program->hasAttr("spec_tokens_buffer") &&
                        program->hasAttr("spec_positions_buffer") &&
-                       program->hasAttr("spec_forced_buffer")))
+                       program->hasAttr("spec_forced_buffer") &&
+        program->hasAttr("spec_sampling_buffer")))
     return fn.emitOpError()
            << "tile-partition: @" << fn.getSymName()
            << " accepts tokens but does not read all of @spec.tokens, "
-              "@spec.positions and @spec.forced";
+              "@spec.positions, @spec.forced and @spec.sampling";
   if (!speculative && !program->hasAttr("argmax_buffer"))
     return fn.emitOpError()
            << "tile-partition: @" << fn.getSymName()

@@ -576,6 +576,15 @@ LogicalResult AcceptOp::verify() {
   if (getMaskToken() < 0)
     return emitOpError() << "mask_token must be a token id, got "
                          << getMaskToken();
+  auto logits = tensorType(getLogits());
+  if (logits.getRank() != 2 || logits.getDimSize(0) != b)
+    return emitOpError() << "logits must be [" << b << ", vocab] f32, got "
+                         << getLogits().getType();
+  auto sampling = tensorType(getSampling());
+  if (sampling.getRank() != 1 || sampling.getDimSize(0) != 2)
+    return emitOpError() << "sampling must be tensor<2xi32> (temperature "
+                            "bits, seed), got "
+                         << getSampling().getType();
   return success();
 }
 

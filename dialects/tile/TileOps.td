@@ -342,7 +342,7 @@ def Tile_MoeOp : Tile_SymbolUserOp<"moe", [Pure]> {
 def Tile_AcceptOp : Tile_Op<"accept", [Pure,
     AllTypesMatch<["draft", "predicted", "positions", "next_tokens",
                    "next_positions"]>]> {
-  let summary = "DFlash greedy verify: longest matching draft prefix plus the bonus";
+  let summary = "DFlash verify: the accepted draft prefix plus the bonus token";
   let description = [{
     `draft : [B]` is the verified block `[t_s, d_1 .. d_(B-1)]` at `positions`
     `s .. s+B-1`, `predicted : [B]` the target's tokens `p_0 .. p_(B-1)` there.
@@ -351,16 +351,27 @@ def Tile_AcceptOp : Tile_Op<"accept", [Pure,
     `committed : [B+1]` = `[a + 1, d_1 .. d_a, p_a, -1 ...]`; the next block to
     draft, `next_tokens = [p_a, mask_token x (B-1)]` at `next_positions =
     s+a+1 .. s+a+B`.
+
+    Sampling: `sampling : [2]` holds the temperature (f32 bits) and a seed.
+    At temperature 0 the above (greedy). Above it, with `P_j =
+    softmax(logits[j] / temperature)` and the drafts taken as certain (the
+    drafter's argmax), `d_(j+1)` is accepted with probability `P_j(d_(j+1))`;
+    at the first rejection the token is drawn from `P_j` without `d_(j+1)`,
+    and when all are accepted the bonus from `P_(B-1)`: the output has the
+    target's distribution. The uniform numbers come from a hash of the seed and
+    the position decided (docs/engine.md).
   }];
   let arguments = (ins Tile_TokenIds:$draft, Tile_TokenIds:$predicted,
                        Tile_TokenIds:$positions, Tile_TokenIds:$forced,
+                       RankedTensorOf<[F32]>:$logits, Tile_TokenIds:$sampling,
                        Tile_I64Attr:$mask_token);
   let results = (outs Tile_TokenIds:$committed, Tile_TokenIds:$next_tokens,
                       Tile_TokenIds:$next_positions);
   let assemblyFormat = [{
     $draft `,` $predicted `at` $positions `forced` `(` $forced `)`
-    `mask_token` `(` $mask_token `)` attr-dict `:` type($draft) `,` type($forced)
-    `->` type($committed)
+    `sample` `(` $logits `,` $sampling `)` `mask_token` `(` $mask_token `)`
+    attr-dict `:` type($draft) `,` type($forced) `,` type($logits) `,`
+    type($sampling) `->` type($committed)
   }];
   let hasVerifier = 1;
 }

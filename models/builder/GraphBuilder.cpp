@@ -480,9 +480,13 @@ void GraphBuilderImpl::buildDflashStep(bool draftLogitsOut) {
   Value logits = targetBody(block, positions, &taps);
   Value predicted = ArgmaxOp::create(b, loc(), ids(B), logits);
   SmallVector<Value> context = drafterContextBody(taps, positions);
+  // Temperature and seed (the host writes them once per sequence).
+  Value sampling = StateReadOp::create(b, loc(), ids(2),
+                                       sym(state("spec.sampling", ids(2))));
   auto accept =
       AcceptOp::create(b, loc(), ids(B + 1), ids(B), ids(B), block, predicted,
-                       positions, forced, i64(d.maskTokenId));
+                       positions, forced, logits, sampling,
+                       i64(d.maskTokenId));
   // Draft the next block [bonus, MASK...] right after the accepted tokens.
   Value draftLogits =
       draftBody(accept.getNextTokens(), accept.getNextPositions(), context);

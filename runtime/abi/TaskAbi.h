@@ -163,7 +163,9 @@ enum TilecSpecAcceptArgs {
   TILEC_ACC_FORCED = 3,  /* arena: int32 [1] 0, or the prompt tokens given   */
   TILEC_ACC_OUT = 4,     /* arena: int32 [T + 1] count, then the tokens      */
   TILEC_ACC_NEXT = 5,    /* arena: int32 [T] [bonus, mask...]                */
-  TILEC_ACC_NEXT_POS = 6 /* arena: int32 [T] their positions                 */
+  TILEC_ACC_NEXT_POS = 6, /* arena: int32 [T] their positions                */
+  TILEC_ACC_LOGITS = 7,   /* arena: f32 [T, V] the target's logits            */
+  TILEC_ACC_SAMPLING = 8  /* arena (state): int32 [2] temperature bits, seed  */
 };
 
 enum TilecSpecUpdateArgs {
@@ -201,5 +203,29 @@ enum TilecReport {
   TILEC_REPORT_WANT = 6, /* target (low 32 bits) */
   TILEC_REPORT_WORDS = 8
 };
+
+/* SPEC_ACCEPT's uniform numbers in [0, 1) (24 bits), the same on the host and
+ * the device: SplitMix64 rounds over (seed, the position being decided, and
+ * the purpose: 0 = accept test, 1 = the token drawn). */
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define TILEC_HOST_DEVICE __host__ __device__
+#else
+#define TILEC_HOST_DEVICE
+#endif
+static inline TILEC_HOST_DEVICE float tilec_spec_uniform(unsigned int seed,
+                                                         int position,
+                                                         int purpose) {
+  unsigned long long z = ((unsigned long long)seed << 32) ^
+                         (unsigned long long)(unsigned int)position ^
+                         ((unsigned long long)(purpose & 3) << 62);
+  int i;
+  for (i = 0; i < 2; ++i) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+  }
+  return (float)(z >> 40) * (1.0f / 16777216.0f);
+}
 
 #endif /* TILEC_RUNTIME_ABI_TASKABI_H */

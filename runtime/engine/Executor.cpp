@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 
@@ -118,6 +120,12 @@ std::vector<int32_t> generateDflash(Executor &executor,
          "model with its drafter)",
          executor.name(), m.function);
   const int64_t T = m.tokens;
+  if (!(options.temperature >= 0) || std::isinf(options.temperature))
+    fail("generate: temperature {} is not a finite number >= 0",
+         options.temperature);
+  if (options.temperature > 0 && m.spec.samplingBuffer.empty())
+    fail("{} executor: engine '{}' has no sampling state (recompile it)",
+         executor.name(), m.function);
   if (prompt.empty())
     fail("generate: the prompt is empty");
   if (count < 0)
@@ -155,6 +163,12 @@ std::vector<int32_t> generateDflash(Executor &executor,
   };
 
   executor.reset();
+  if (!m.spec.samplingBuffer.empty()) {
+    int32_t sampling[2];
+    std::memcpy(&sampling[0], &options.temperature, 4);
+    sampling[1] = int32_t(options.seed);
+    executor.writeBuffer(m.spec.samplingBuffer, sampling, 8);
+  }
   std::vector<int32_t> generated;
   generated.reserve(size_t(count + T));
   if (count == 0)

@@ -76,6 +76,10 @@ struct DflashOptions {
   /// Read each decode step's block back before launching it (DflashStats::
   /// drafts): one more copy per step, for checks.
   bool recordDrafts = false;
+  /// Sampling temperature (0: greedy, lossless token for token) and seed; above
+  /// 0 the output has the target's sampling distribution (docs/engine.md).
+  float temperature = 0;
+  uint32_t seed = 0;
   /// Called after every decode step's launch (e.g. to read a trace).
   std::function<void()> afterStep;
 };

@@ -85,6 +85,7 @@ json toJson(const EngineManifest &m) {
     j["step"]["dflash"] = {{"tokens_buffer", m.spec.tokensBuffer},
                            {"positions_buffer", m.spec.positionsBuffer},
                            {"forced_buffer", m.spec.forcedBuffer},
+                           {"sampling_buffer", m.spec.samplingBuffer},
                            {"out_buffer", m.spec.outBuffer}};
   if (!m.spec.draftLogitsBuffer.empty())
     j["step"]["dflash"]["draft_logits_buffer"] = m.spec.draftLogitsBuffer;
@@ -189,6 +190,7 @@ EngineManifest fromJson(const json &j, const std::string &where) {
     m.spec.tokensBuffer = get<std::string>(spec, "tokens_buffer", w);
     m.spec.positionsBuffer = get<std::string>(spec, "positions_buffer", w);
     m.spec.forcedBuffer = get<std::string>(spec, "forced_buffer", w);
+    m.spec.samplingBuffer = get<std::string>(spec, "sampling_buffer", w);
     m.spec.outBuffer = get<std::string>(spec, "out_buffer", w);
     if (spec.contains("draft_logits_buffer"))
       m.spec.draftLogitsBuffer =

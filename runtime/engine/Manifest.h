@@ -65,6 +65,7 @@ struct EventInfo {
 /// tokens...] is what it reads back.
 struct SpecInfo {
   std::string tokensBuffer, positionsBuffer, forcedBuffer, outBuffer;
+  std::string samplingBuffer;    // int32 [2]: temperature (f32 bits), seed
   std::string draftLogitsBuffer; // "" unless compiled with --draft-logits
   bool enabled() const { return !outBuffer.empty(); }
 };

@@ -51,6 +51,10 @@ ReferenceCheck checkAgainstReference(Executor &executor, const Model &model,
     if (spec.enabled()) {
       // A DFlash engine verifies the chunk as a forced (prompt) block.
       int32_t forced = int32_t(n);
+      if (!spec.samplingBuffer.empty()) {
+        const int32_t greedy[2] = {0, 0};
+        executor.writeBuffer(spec.samplingBuffer, greedy, 8);
+      }
       executor.writeBuffer(spec.tokensBuffer, tokens.data(), 4 * T);
       executor.writeBuffer(spec.positionsBuffer, positions.data(), 4 * T);
       executor.writeBuffer(spec.forcedBuffer, &forced, 4);

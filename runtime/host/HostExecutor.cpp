@@ -957,6 +957,39 @@ void runConcat(TaskRun &r) {
   }
 }
 
+/// Row `logits` [V] at temperature `temp`: softmax's max and normalizer.
+struct RowStats {
+  float m = 0, z = 0;
+};
+RowStats rowStats(const float *logits, int64_t V, float temp) {
+  RowStats s;
+  s.m = -std::numeric_limits<float>::infinity();
+  for (int64_t v = 0; v < V; ++v)
+    s.m = std::max(s.m, logits[v] / temp);
+  for (int64_t v = 0; v < V; ++v)
+    s.z += std::exp(logits[v] / temp - s.m);
+  return s;
+}
+/// A token drawn from the row's softmax without `skip` (-1: none), with the
+/// uniform number u: the first v whose running mass exceeds u times the total.
+int32_t drawToken(const float *logits, int64_t V, float temp, RowStats s,
+                  int32_t skip, float u) {
+  float total = s.z;
+  if (skip >= 0)
+    total -= std::exp(logits[skip] / temp - s.m);
+  float target = u * total, acc = 0;
+  int32_t last = -1;
+  for (int64_t v = 0; v < V; ++v) {
+    if (v == skip)
+      continue;
+    acc += std::exp(logits[v] / temp - s.m);
+    last = int32_t(v);
+    if (acc > target)
+      return int32_t(v);
+  }
+  return last; // rounding: the mass ran out just short of the target
+}
+
 void runSpecAccept(TaskRun &r) {
   int64_t T = r.param("T"), mask = r.param("mask_token");
   std::vector<int32_t> draft =
@@ -966,23 +999,57 @@ void runSpecAccept(TaskRun &r) {
   std::vector<int32_t> pos =
       r.i32s(kArena, r.arg(TILEC_ACC_POS), T, "the positions");
   int32_t forced = r.i32s(kArena, r.arg(TILEC_ACC_FORCED), 1, "forced")[0];
+  std::vector<int32_t> sampling =
+      r.i32s(kArena, r.arg(TILEC_ACC_SAMPLING), 2, "the sampling state");
+  float temp;
+  std::memcpy(&temp, &sampling[0], 4);
   if (forced < 0 || forced > T)
     r.error("forced = {} (prompt tokens in the block) is outside [0, {}]",
             forced, T);
+  if (!(temp >= 0) || std::isinf(temp))
+    r.error("temperature {} is not a finite number >= 0", temp);
   int64_t a = 0;
-  if (forced > 0)
-    a = forced - 1;
-  else
-    while (a + 1 < T && draft[size_t(a + 1)] == predicted[size_t(a)])
-      ++a;
+  int32_t bonus;
+  if (temp == 0) {
+    if (forced > 0)
+      a = forced - 1;
+    else
+      while (a + 1 < T && draft[size_t(a + 1)] == predicted[size_t(a)])
+        ++a;
+    bonus = predicted[size_t(a)];
+  } else {
+    // Speculative sampling with the drafts taken as certain (docs/engine.md).
+    int64_t V = r.param("V");
+    std::vector<float> logits =
+        r.f32s(kArena, r.arg(TILEC_ACC_LOGITS), T * V, "the logits");
+    uint32_t seed = uint32_t(sampling[1]);
+    int32_t skip = -1;
+    if (forced > 0) {
+      a = forced - 1;
+    } else {
+      for (; a + 1 < T; ++a) {
+        const float *row = &logits[size_t(a * V)];
+        RowStats st = rowStats(row, V, temp);
+        int32_t d = draft[size_t(a + 1)];
+        float p = d >= 0 && d < V ? std::exp(row[d] / temp - st.m) / st.z : 0;
+        if (tilec_spec_uniform(seed, pos[0] + int32_t(a) + 1, 0) >= p) {
+          skip = d >= 0 && d < V ? d : -1;
+          break;
+        }
+      }
+    }
+    const float *row = &logits[size_t(a * V)];
+    bonus = drawToken(row, V, temp, rowStats(row, V, temp), skip,
+                      tilec_spec_uniform(seed, pos[0] + int32_t(a) + 1, 1));
+  }
   std::vector<int32_t> out(static_cast<size_t>(T + 1), -1);
   std::vector<int32_t> next(static_cast<size_t>(T), int32_t(mask));
   std::vector<int32_t> nextPos(static_cast<size_t>(T));
   out[0] = int32_t(a + 1);
   for (int64_t j = 1; j <= a; ++j)
     out[size_t(j)] = draft[size_t(j)];
-  out[size_t(a + 1)] = predicted[size_t(a)];
-  next[0] = predicted[size_t(a)];
+  out[size_t(a + 1)] = bonus;
+  next[0] = bonus;
   for (int64_t i = 0; i < T; ++i)
     nextPos[size_t(i)] = int32_t(pos[0] + a + 1 + i);
   r.storeI32(kArena, r.arg(TILEC_ACC_OUT), out.data(), T + 1,

@@ -132,6 +132,14 @@ for spec in "ps-plain plain" "ps-plain8 plain" "ps-dflash plain" "ps-dflash orac
   tail -2 "$out/$1-$2.log"
 done
 
+# Speculative sampling on the GPU: its distribution against the target's.
+for spec in "d-tiny 3,1,4 0.1" "d-pro 11,22,33 0.15"; do
+  set -- $spec
+  if timeout 200 "$run" sample-check "$engines/$1" --executor gpu --prompt-ids "$2" \
+       --temperature "$3" --samples 3000 --oracle-draft >"$out/sample-$1.log" 2>&1; then v=PASS; else v=FAIL; fi
+  row "sample-check $1 T=$3" $v "$(grep -o 'accepted draft in [0-9]* ([0-9.]*%)' "$out/sample-$1.log"); $(grep 'both tokens' "$out/sample-$1.log" | sed 's/;.*//; s/^ *//')"
+done
+
 # compute-sanitizer memcheck on a DFlash engine (two steps).
 if command -v compute-sanitizer >/dev/null; then
   timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 "$run" run "$engines/d-tiny" \

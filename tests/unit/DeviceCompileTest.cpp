@@ -162,7 +162,7 @@ struct Dispatch {
     case 24: tilec::linear_task<8, 6144, 19072, 160, TILEC_FMT_BF16, TILEC_PRO_RMSNORM, TILEC_EPI_ARGMAX, 0, 0, 0, 0, 0, 1>(t, c); break;
     case 25: tilec::concat_task<8, 6144, 30720, 0>(t, c); break;
     case 26: tilec::concat_task<8, 6144, 30720, 1>(t, c); break;
-    case 27: tilec::spec_accept_task<8, 8191>(t, c); break;
+    case 27: tilec::spec_accept_task<8, 8191, 152576>(t, c); break;
     case 28: tilec::spec_update_task<8>(t, c); break;
     case 29: tilec::attention_task<4, 4, 2, 16, 16, 16, 20, 0, 0>(t, c); break;
     default: break;

@@ -122,7 +122,7 @@ public:
   ToyDflash(int64_t T, int correct) : correct(correct) {
     m_.tokens = T;
     m_.function = "dflash_step";
-    m_.spec = {"spec.tokens", "spec.positions", "spec.forced", "out", ""};
+    m_.spec = {"spec.tokens", "spec.positions", "spec.forced", "out", "", ""};
     KVCacheInfo full;
     full.capacity = 4096;
     m_.caches.push_back(full);

@@ -24,6 +24,7 @@
 #include "runtime/engine/Executor.h"
 #include "runtime/engine/Manifest.h"
 #include "runtime/engine/ReferenceCheck.h"
+#include "runtime/engine/SampleCheck.h"
 #include "runtime/engine/WeightPacker.h"
 #include "runtime/host/HostExecutor.h"
 
@@ -120,6 +121,8 @@ struct RunOptions {
   bool noEventChecks = false, json = false, check = false;
   bool oracleDraft = false, trace = false;
   int64_t corruptEvery = 0;
+  float temperature = 0;
+  uint32_t sampleSeed = 0;
   // GPU executor.
   int device = 0;
   uint64_t watchdogMs = 10000;
@@ -210,6 +213,13 @@ int runEngine(const RunOptions &o) {
   // DFlash engines decode block by block (speculatively, lossless); plain
   // engines one token per step.
   const bool dflash = manifest.spec.enabled();
+  if (o.temperature > 0 && !dflash)
+    fail("--temperature: engine '{}' decodes greedily (sampling is part of "
+         "the DFlash step: compile the model with its drafter)",
+         o.engineDir);
+  if (o.temperature > 0 && (o.check || o.oracleDraft))
+    fail("--temperature: --check and --oracle-draft compare with greedy "
+         "decoding; leave them out when sampling");
   if (o.corruptEvery > 0 && !o.oracleDraft)
     fail("--corrupt-drafts needs --oracle-draft");
   if (o.oracleDraft && !dflash)
@@ -236,6 +246,8 @@ int runEngine(const RunOptions &o) {
       options.oracle = &oracle;
     }
     options.recordDrafts = o.check;
+    options.temperature = o.temperature;
+    options.seed = o.sampleSeed;
     auto *gpu = dynamic_cast<GpuEngine *>(executor);
     if (o.trace && gpu && !manifest.opPhases.empty())
       options.afterStep = [&] { phases.add(manifest, gpu->readTrace()); };
@@ -312,6 +324,8 @@ int runEngine(const RunOptions &o) {
                           {"tokens_per_second", decodeRate}};
     if (dflash) {
       out["mode"] = o.oracleDraft ? "dflash-oracle-draft" : "dflash";
+      out["temperature"] = o.temperature;
+      out["sample_seed"] = o.sampleSeed;
       out["corrupt_drafts"] = o.corruptEvery;
       out["block_size"] = manifest.tokens;
       out["accepted_per_step"] = spec.accepted;
@@ -414,6 +428,44 @@ int runEngine(const RunOptions &o) {
     }
   }
   return 0;
+}
+
+/// `tile-run sample-check`: speculative sampling's output distribution against
+/// the target's (runtime/engine/SampleCheck.h). Exits 1 when the chi-square
+/// p-value of either test is below `alpha`.
+int sampleCheck(const RunOptions &o, const SampleCheckOptions &options,
+                double alpha) {
+  EngineManifest manifest = readEngine(o.engineDir);
+  if (!manifest.spec.enabled())
+    fail("sample-check: engine '{}' has no DFlash step", o.engineDir);
+  WeightSourceSpec weights = chooseWeightSource(manifest, o.weightsDir, o.seed);
+  std::vector<int32_t> ids = parseIds(o.prompt, engineVocab(manifest));
+  SelectedExecutor selected =
+      makeExecutor(o.engineDir, manifest, weights, executorChoice(o));
+  std::cerr << "tile-run: " << selected.notice << "\n";
+  Model model = engineModel(manifest);
+  std::unique_ptr<WeightSource> source;
+  if (weights.kind == WeightSourceSpec::Kind::Synthetic)
+    source = std::make_unique<SyntheticWeights>(
+        weights.model ? *weights.model : model, weights.seed);
+  else
+    source = std::make_unique<CheckpointWeights>(weights.dir, weights.drafterDir);
+  SampleCheckResult r =
+      checkSampling(*selected.executor, model, *source, ids, options);
+  bool ok = r.pValue >= alpha && r.firstPValue >= alpha;
+  std::cout << fmt::format(
+      "sample-check: {} two-token samples at temperature {} ({} drafts): "
+      "second token an accepted draft in {} ({:.1f}%)\n"
+      "  first token:  chi-square {:.1f} over {} cells, p = {:.3g}\n"
+      "  both tokens:  chi-square {:.1f} over {} cells, p = {:.3g}; total "
+      "variation to the exact joint {:.3f}\n"
+      "  {} (fails below p = {})\n",
+      r.samples, options.temperature, options.oracle ? "oracle" : "drafter",
+      r.acceptedDrafts, 100.0 * double(r.acceptedDrafts) / double(r.samples),
+      r.firstChiSquare, r.firstCells, r.firstPValue, r.chiSquare, r.cells,
+      r.pValue, r.totalVariation,
+      ok ? "PASS: the target's distribution" : "FAIL", alpha);
+  return ok ? 0 : 1;
 }
 
 /// `tile-run compare`: the same steps on the GPU and on the host executor, then
@@ -594,6 +646,12 @@ int main(int argc, char **argv) {
                 "continuation (computed first), so every block is accepted "
                 "whole: the speed at full acceptance, and a test of accept / "
                 "commit");
+  run->add_option("--temperature", runOptions.temperature,
+                  "DFlash engines: sample at this temperature (speculative "
+                  "sampling; 0: greedy)")
+      ->check(CLI::Range(0.0f, 1e6f));
+  run->add_option("--sample-seed", runOptions.sampleSeed,
+                  "Seed of the sampling's random numbers");
   run->add_flag("--trace", runOptions.trace,
                 "GPU, DFlash engines: per-task time stamps; report how long "
                 "the verify, context, accept and draft parts of a step span");
@@ -632,6 +690,32 @@ int main(int argc, char **argv) {
   compareCmd->add_option("--seed", compareSeed,
                          "Seed of the synthetic weights");
 
+  CLI::App *sampleCmd = app.add_subcommand(
+      "sample-check",
+      "DFlash sampling: many two-token samples against the target's exact "
+      "distribution (chi-square)");
+  RunOptions sampleRun;
+  SampleCheckOptions sampleOptions;
+  double sampleAlpha = 1e-3;
+  sampleCmd->add_option("engine", sampleRun.engineDir, "Engine directory")
+      ->required();
+  sampleCmd->add_option("--executor", sampleRun.executor, "gpu, host or auto")
+      ->check(CLI::IsMember({"gpu", "host", "auto"}));
+  sampleCmd->add_option("--prompt-ids", sampleRun.prompt, "Prompt token ids");
+  sampleCmd->add_option("--temperature", sampleOptions.temperature,
+                        "Sampling temperature")
+      ->check(CLI::Range(1e-3f, 1e6f));
+  sampleCmd->add_option("--samples", sampleOptions.samples, "Samples")
+      ->check(CLI::Range(int64_t(10), int64_t(1) << 30));
+  sampleCmd->add_flag("--oracle-draft", sampleOptions.oracle,
+                      "Drafts from the target's greedy continuation (accepted "
+                      "often)");
+  sampleCmd->add_option("--alpha", sampleAlpha,
+                        "Fail when a chi-square p-value is below this")
+      ->check(CLI::Range(0.0, 1.0));
+  sampleCmd->add_flag("--no-event-checks", sampleRun.noEventChecks,
+                      "Host executor: skip the event checks");
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (app.got_subcommand("presets")) {
@@ -665,6 +749,8 @@ int main(int argc, char **argv) {
         std::cerr << result.log << "\n";
       return 0;
     }
+    if (sampleCmd->parsed())
+      return sampleCheck(sampleRun, sampleOptions, sampleAlpha);
     if (compareCmd->parsed())
       return compareExecutors(compareDir, comparePrompt, compareSteps,
                               compareSeed);

@@ -115,25 +115,41 @@ func.func @f(%x: tensor<4x64xbf16>, %r: !tile.routing<tokens = 4, top_k = 2, exp
 
 // -----
 
-func.func @f(%d: tensor<2x4xi32>, %f: tensor<1xi32>) {
+func.func @f(%d: tensor<2x4xi32>, %f: tensor<1xi32>, %l: tensor<4x8xf32>, %s: tensor<2xi32>) {
   // expected-error @+1 {{'tile.accept' op draft must have rank 1, got 'tensor<2x4xi32>'}}
-  %c, %t, %n = tile.accept %d, %d at %d forced(%f) mask_token(3) : tensor<2x4xi32>, tensor<1xi32> -> tensor<5xi32>
+  %c, %t, %n = tile.accept %d, %d at %d forced(%f) sample(%l, %s) mask_token(3) : tensor<2x4xi32>, tensor<1xi32>, tensor<4x8xf32>, tensor<2xi32> -> tensor<5xi32>
   return
 }
 
 // -----
 
-func.func @f(%d: tensor<4xi32>, %f: tensor<1xi32>) {
+func.func @f(%d: tensor<4xi32>, %f: tensor<1xi32>, %l: tensor<4x8xf32>, %s: tensor<2xi32>) {
   // expected-error @+1 {{'tile.accept' op committed holds the count and up to 4 tokens: tensor<5xi32>, got 'tensor<4xi32>'}}
-  %c, %t, %n = tile.accept %d, %d at %d forced(%f) mask_token(3) : tensor<4xi32>, tensor<1xi32> -> tensor<4xi32>
+  %c, %t, %n = tile.accept %d, %d at %d forced(%f) sample(%l, %s) mask_token(3) : tensor<4xi32>, tensor<1xi32>, tensor<4x8xf32>, tensor<2xi32> -> tensor<4xi32>
   return
 }
 
 // -----
 
-func.func @f(%d: tensor<4xi32>, %f: tensor<2xi32>) {
+func.func @f(%d: tensor<4xi32>, %f: tensor<2xi32>, %l: tensor<4x8xf32>, %s: tensor<2xi32>) {
   // expected-error @+1 {{'tile.accept' op forced must be tensor<1xi32>, got 'tensor<2xi32>'}}
-  %c, %t, %n = tile.accept %d, %d at %d forced(%f) mask_token(3) : tensor<4xi32>, tensor<2xi32> -> tensor<5xi32>
+  %c, %t, %n = tile.accept %d, %d at %d forced(%f) sample(%l, %s) mask_token(3) : tensor<4xi32>, tensor<2xi32>, tensor<4x8xf32>, tensor<2xi32> -> tensor<5xi32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<4xi32>, %f: tensor<1xi32>, %l: tensor<3x8xf32>, %s: tensor<2xi32>) {
+  // expected-error @+1 {{'tile.accept' op logits must be [4, vocab] f32, got 'tensor<3x8xf32>'}}
+  %c, %t, %n = tile.accept %d, %d at %d forced(%f) sample(%l, %s) mask_token(3) : tensor<4xi32>, tensor<1xi32>, tensor<3x8xf32>, tensor<2xi32> -> tensor<5xi32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<4xi32>, %f: tensor<1xi32>, %l: tensor<4x8xf32>, %s: tensor<3xi32>) {
+  // expected-error @+1 {{'tile.accept' op sampling must be tensor<2xi32> (temperature bits, seed), got 'tensor<3xi32>'}}
+  %c, %t, %n = tile.accept %d, %d at %d forced(%f) sample(%l, %s) mask_token(3) : tensor<4xi32>, tensor<1xi32>, tensor<4x8xf32>, tensor<3xi32> -> tensor<5xi32>
   return
 }
 

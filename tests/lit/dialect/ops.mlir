@@ -31,6 +31,7 @@ tile.weight @down : tensor<8x64x64xf4E2M1FN> quant <mxfp4 [32]> = "model.layers.
 tile.state @spec.tokens : tensor<4xi32>
 tile.state @spec.positions : tensor<4xi32>
 tile.state @spec.forced : tensor<1xi32>
+tile.state @spec.sampling : tensor<2xi32>
 // CHECK: tile.weight @lm_head : tensor<512x64xbf16> = "lm_head.weight"
 tile.weight @lm_head : tensor<512x64xbf16> = "lm_head.weight"
 
@@ -99,8 +100,9 @@ func.func @layer(%ids: tensor<4xi32>, %pos: tensor<4xi32>, %count: i32)
   // CHECK: %[[SP:.*]] = tile.state_read @spec.positions : tensor<4xi32>
   %spos = tile.state_read @spec.positions : tensor<4xi32>
   %forced = tile.state_read @spec.forced : tensor<1xi32>
-  // CHECK: %[[C:.*]], %[[NT:.*]], %[[NP:.*]] = tile.accept %[[B]], %{{.*}} at %[[SP]] forced(%{{.*}}) mask_token(511) : tensor<4xi32>, tensor<1xi32> -> tensor<5xi32>
-  %c, %nt, %np = tile.accept %blk, %p at %spos forced(%forced) mask_token(511) : tensor<4xi32>, tensor<1xi32> -> tensor<5xi32>
+  %sampling = tile.state_read @spec.sampling : tensor<2xi32>
+  // CHECK: %[[C:.*]], %[[NT:.*]], %[[NP:.*]] = tile.accept %[[B]], %{{.*}} at %[[SP]] forced(%{{.*}}) sample(%{{.*}}, %{{.*}}) mask_token(511) : tensor<4xi32>, tensor<1xi32>, tensor<4x512xf32>, tensor<2xi32> -> tensor<5xi32>
+  %c, %nt, %np = tile.accept %blk, %p at %spos forced(%forced) sample(%logits, %sampling) mask_token(511) : tensor<4xi32>, tensor<1xi32>, tensor<4x512xf32>, tensor<2xi32> -> tensor<5xi32>
   // CHECK: tile.spec_update %[[NT]], %{{.*}}, %[[NP]] into @spec.tokens, @spec.positions : tensor<4xi32>
   tile.spec_update %nt, %p, %np into @spec.tokens, @spec.positions : tensor<4xi32>
   // CHECK: tile.concat %{{.*}}, %{{.*}} axis(1) {eps = 1.000000e-05 : f64, norms = [unit, @ln]}

@@ -29,13 +29,13 @@
 // tile-partition: state buffers, one concat task per input (the second one
 // normalizes), one accept and one update task, and the program names the
 // buffers the runtime needs and each op's phase (verify, context, accept, draft).
-// PART: tile.program @dflash_step tokens(4) {{.*}}logits_buffer = "lm_head.logits", op_phases = {[[ACC:accept[0-9]+]] = "accept"{{.*}}spec_update{{[0-9]+}} = "draft"{{.*}}}, spec_forced_buffer = "spec.forced", spec_out_buffer = "[[ACC]].committed", spec_positions_buffer = "spec.positions", spec_tokens_buffer = "spec.tokens"
+// PART: tile.program @dflash_step tokens(4) {{.*}}logits_buffer = "lm_head.logits", op_phases = {[[ACC:accept[0-9]+]] = "accept"{{.*}}spec_update{{[0-9]+}} = "draft"{{.*}}}, spec_forced_buffer = "spec.forced", spec_out_buffer = "[[ACC]].committed", spec_positions_buffer = "spec.positions", spec_sampling_buffer = "spec.sampling", spec_tokens_buffer = "spec.tokens"
 // PART-DAG: tile.buffer @spec.tokens : tensor<4xi32> "state"
 // PART-DAG: tile.buffer @spec.positions : tensor<4xi32> "state"
 // PART-DAG: tile.buffer @spec.forced : tensor<1xi32> "state"
 // PART: tile.task @[[CAT:concat[0-9]+]].t0 family("concat") {{.*}}norm = 0 {{.*}}offset = 0
 // PART: tile.task @[[CAT]].t1 family("concat") {{.*}}norm = 1 {{.*}}norm_w = @model.norm, offset = 64
-// PART: tile.task @[[ACC]].t0 family("spec_accept") {{.*}}mask_token = 511 {{.*}}reads [@spec.tokens, @lm_head.argmax, @spec.positions, @spec.forced]
+// PART: tile.task @[[ACC]].t0 family("spec_accept") {{.*}}mask_token = 511 {{.*}}reads [@spec.tokens, @lm_head.argmax, @spec.positions, @spec.forced, @lm_head.logits, @spec.sampling]
 // PART-NOT: tile.task @[[ACC]].t1
 // PART: tile.task @lm_head.1.t0 family("linear") {{.*}}epilogue = 7
 // PART: tile.task @spec_update{{[0-9]+}}.t0 family("spec_update") {{.*}}writes [@spec.tokens, @spec.positions] waits [@ev.lm_head.1.reduce]
