@@ -152,6 +152,15 @@ int64_t engineVocab(const EngineManifest &m) {
   return engineModel(m).target.vocabSize;
 }
 
+/// The engine's weights for the CPU reference model.
+std::unique_ptr<WeightSource> cpuWeights(const WeightSourceSpec &weights,
+                                         const Model &model) {
+  if (weights.kind == WeightSourceSpec::Kind::Synthetic)
+    return std::make_unique<SyntheticWeights>(
+        weights.model ? *weights.model : model, weights.seed);
+  return std::make_unique<CheckpointWeights>(weights.dir, weights.drafterDir);
+}
+
 /// Per decode step, the time each part of a DFlash step spans on the GPU
 /// (first task start to last task end, from the per-task trace stamps), and
 /// the whole step's.
@@ -295,13 +304,7 @@ int runEngine(const RunOptions &o) {
   std::optional<DraftCheck> drafts;
   if (o.check) {
     Model model = engineModel(manifest);
-    std::unique_ptr<WeightSource> source;
-    if (weights.kind == WeightSourceSpec::Kind::Synthetic)
-      source = std::make_unique<SyntheticWeights>(
-          weights.model ? *weights.model : model, weights.seed);
-    else
-      source =
-          std::make_unique<CheckpointWeights>(weights.dir, weights.drafterDir);
+    std::unique_ptr<WeightSource> source = cpuWeights(weights, model);
     check = checkAgainstReference(*executor, model, *source, ids, tokens);
     if (dflash)
       drafts = checkDrafts(model, *source, ids, o.count, spec,
@@ -444,12 +447,7 @@ int sampleCheck(const RunOptions &o, const SampleCheckOptions &options,
       makeExecutor(o.engineDir, manifest, weights, executorChoice(o));
   std::cerr << "tile-run: " << selected.notice << "\n";
   Model model = engineModel(manifest);
-  std::unique_ptr<WeightSource> source;
-  if (weights.kind == WeightSourceSpec::Kind::Synthetic)
-    source = std::make_unique<SyntheticWeights>(
-        weights.model ? *weights.model : model, weights.seed);
-  else
-    source = std::make_unique<CheckpointWeights>(weights.dir, weights.drafterDir);
+  std::unique_ptr<WeightSource> source = cpuWeights(weights, model);
   SampleCheckResult r =
       checkSampling(*selected.executor, model, *source, ids, options);
   bool ok = r.pValue >= alpha && r.firstPValue >= alpha;
@@ -702,16 +700,18 @@ int main(int argc, char **argv) {
   sampleCmd->add_option("--executor", sampleRun.executor, "gpu, host or auto")
       ->check(CLI::IsMember({"gpu", "host", "auto"}));
   sampleCmd->add_option("--prompt-ids", sampleRun.prompt, "Prompt token ids");
-  sampleCmd->add_option("--temperature", sampleOptions.temperature,
-                        "Sampling temperature")
+  sampleCmd
+      ->add_option("--temperature", sampleOptions.temperature,
+                   "Sampling temperature")
       ->check(CLI::Range(1e-3f, 1e6f));
   sampleCmd->add_option("--samples", sampleOptions.samples, "Samples")
       ->check(CLI::Range(int64_t(10), int64_t(1) << 30));
   sampleCmd->add_flag("--oracle-draft", sampleOptions.oracle,
                       "Drafts from the target's greedy continuation (accepted "
                       "often)");
-  sampleCmd->add_option("--alpha", sampleAlpha,
-                        "Fail when a chi-square p-value is below this")
+  sampleCmd
+      ->add_option("--alpha", sampleAlpha,
+                   "Fail when a chi-square p-value is below this")
       ->check(CLI::Range(0.0, 1.0));
   sampleCmd->add_flag("--no-event-checks", sampleRun.noEventChecks,
                       "Host executor: skip the event checks");
