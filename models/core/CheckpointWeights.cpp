@@ -11,21 +11,6 @@ namespace tilec {
 
 namespace {
 
-std::string shapeText(const std::vector<int64_t> &shape) {
-  return fmt::format("[{}]", fmt::join(shape, ", "));
-}
-
-/// Splits "<mlp>.experts.gate_up_proj" into "<mlp>" and "gate_up_proj".
-bool splitExpertName(const std::string &local, std::string &mlp,
-                     std::string &which) {
-  size_t at = local.rfind(".experts.");
-  if (at == std::string::npos)
-    return false;
-  mlp = local.substr(0, at);
-  which = local.substr(at + 9);
-  return which == "gate_up_proj" || which == "down_proj";
-}
-
 std::vector<float> dequantize(const WeightView &view) {
   std::vector<float> out(static_cast<size_t>(view.rows * view.cols));
   dequantizeWeight(view, out.data());

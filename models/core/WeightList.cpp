@@ -114,4 +114,21 @@ std::vector<std::string> weightNameAliases(const std::string &name) {
   return names;
 }
 
+bool splitExpertName(const std::string &name, std::string &mlp,
+                     std::string &which) {
+  size_t at = name.rfind(".experts.");
+  if (at == std::string::npos)
+    return false;
+  mlp = name.substr(0, at);
+  which = name.substr(at + 9);
+  return which == "gate_up_proj" || which == "down_proj";
+}
+
+std::string shapeText(const std::vector<int64_t> &shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
 } // namespace tilec

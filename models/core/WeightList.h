@@ -53,4 +53,12 @@ std::vector<WeightSpec> modelWeights(const Model &model);
 /// checkpoints and `sinks` inside transformers: both are accepted on load.
 std::vector<std::string> weightNameAliases(const std::string &name);
 
+/// Splits "<mlp>.experts.gate_up_proj" (or "...down_proj") into "<mlp>" and
+/// "gate_up_proj"; false for any other name.
+bool splitExpertName(const std::string &name, std::string &mlp,
+                     std::string &which);
+
+/// "[2, 3, 4]": a shape for messages.
+std::string shapeText(const std::vector<int64_t> &shape);
+
 } // namespace tilec

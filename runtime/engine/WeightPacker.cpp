@@ -20,24 +20,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string shapeText(const std::vector<int64_t> &shape) {
-  std::string out = "[";
-  for (size_t i = 0; i < shape.size(); ++i)
-    out += (i ? ", " : "") + std::to_string(shape[i]);
-  return out + "]";
-}
-
-/// Splits "<mlp>.experts.gate_up_proj" into "<mlp>" and "gate_up_proj".
-bool splitExpertName(const std::string &local, std::string &mlp,
-                     std::string &which) {
-  size_t at = local.rfind(".experts.");
-  if (at == std::string::npos)
-    return false;
-  mlp = local.substr(0, at);
-  which = local.substr(at + 9);
-  return which == "gate_up_proj" || which == "down_proj";
-}
-
 /// One source matrix (or row block) of an engine matrix, as some checkpoint
 /// (or the synthetic writer) stores it.
 struct Piece {
