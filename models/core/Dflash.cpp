@@ -99,7 +99,7 @@ Tensor heads(Tensor x, int64_t n, int64_t dim) {
 ReferenceDrafter::ReferenceDrafter(const DrafterConfig &drafter,
                                    const TargetConfig &target,
                                    WeightSource &weights, bool roundActivations)
-    : d_(drafter), t_(target), weights_(weights), round_(roundActivations) {
+    : d_(drafter), t_(target), round_(roundActivations), cache_(weights) {
   validate(d_, t_);
   context_.resize(size_t(d_.numLayers));
   for (ref::KVCache &c : context_) {
@@ -112,10 +112,7 @@ ReferenceDrafter::ReferenceDrafter(const DrafterConfig &drafter,
 const std::vector<float> &
 ReferenceDrafter::weight(const std::string &name,
                          const std::vector<int64_t> &shape) {
-  auto it = cache_.find(name);
-  if (it == cache_.end())
-    it = cache_.emplace(name, weights_.load(name, shape)).first;
-  return it->second;
+  return cache_.get(name, shape);
 }
 
 int64_t ReferenceDrafter::contextLength() const {

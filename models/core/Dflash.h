@@ -66,9 +66,8 @@ private:
                                    const std::vector<int64_t> &shape);
   DrafterConfig d_;
   TargetConfig t_;
-  WeightSource &weights_;
   bool round_;
-  std::map<std::string, std::vector<float>> cache_;
+  ref::WeightCache cache_;
   std::vector<ref::KVCache> context_;
 };
 

@@ -17,6 +17,14 @@
 namespace tilec {
 namespace ref {
 
+const std::vector<float> &WeightCache::get(const std::string &name,
+                                           const std::vector<int64_t> &shape) {
+  auto it = loaded_.find(name);
+  if (it == loaded_.end())
+    it = loaded_.emplace(name, source_.load(name, shape)).first;
+  return it->second;
+}
+
 Tensor::Tensor(std::vector<int64_t> s) : shape(std::move(s)) {
   data.assign(size_t(numel()), 0.0f);
 }
@@ -316,7 +324,7 @@ ReferenceModel::ReferenceModel(const TargetConfig &config,
 
 ReferenceModel::ReferenceModel(const TargetConfig &config,
                                WeightSource &weights, Options options)
-    : config_(config), weights_(weights), options_(options) {
+    : config_(config), weights_(weights), options_(options), cache_(weights) {
   validate(config_);
   for (int64_t i = 0; i < config_.numLayers; ++i) {
     const AttentionSpec &s = config_.attention(i);
@@ -340,10 +348,7 @@ ReferenceModel::~ReferenceModel() = default;
 const std::vector<float> &
 ReferenceModel::weight(const std::string &name,
                        const std::vector<int64_t> &shape) {
-  auto it = cache_.find(name);
-  if (it == cache_.end())
-    it = cache_.emplace(name, weights_.load(name, shape)).first;
-  return it->second;
+  return cache_.get(name, shape);
 }
 
 int64_t ReferenceModel::length() const {

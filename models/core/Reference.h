@@ -49,6 +49,18 @@ Tensor siluMul(const Tensor &gate, const Tensor &up);
 Tensor add(const Tensor &a, const Tensor &b);
 
 /// Keys and values of one layer, for positions [0, length).
+/// Tensors of a weight source, loaded (as f32) on first use and kept.
+class WeightCache {
+public:
+  explicit WeightCache(WeightSource &source) : source_(source) {}
+  const std::vector<float> &get(const std::string &name,
+                                const std::vector<int64_t> &shape);
+
+private:
+  WeightSource &source_;
+  std::map<std::string, std::vector<float>> loaded_;
+};
+
 struct KVCache {
   int64_t kvHeads = 0, qkDim = 0, vDim = 0;
   std::vector<float> keys, values; // [length, kvHeads, dim]
@@ -156,7 +168,7 @@ private:
   TargetConfig config_;
   WeightSource &weights_;
   Options options_;
-  std::map<std::string, std::vector<float>> cache_;
+  ref::WeightCache cache_;
   std::vector<ref::KVCache> kv_;
   std::vector<std::unique_ptr<LayerExperts>> experts_;
 };
