@@ -21,16 +21,35 @@ int64_t maxContext(const EngineManifest &manifest) {
   return context;
 }
 
+namespace {
+
+/// A generation's request: a prompt and a count of new tokens.
+void checkRequest(const std::vector<int32_t> &prompt, int64_t count) {
+  if (prompt.empty())
+    fail("generate: the prompt is empty");
+  if (count < 0)
+    fail("generate: {} tokens asked for", count);
+}
+
+/// The highest position the generation writes (`how`: why) fits the KV cache.
+void checkFits(const EngineManifest &m, int64_t P, int64_t count,
+               int64_t lastPosition, const std::string &how) {
+  int64_t context = maxContext(m);
+  if (lastPosition >= context)
+    fail("generate: {} prompt + {} new tokens need positions up to {} ({}), "
+         "but the engine's KV cache holds {}; recompile with a larger context",
+         P, count, lastPosition, how, context);
+}
+
+} // namespace
+
 std::vector<int32_t> generateGreedy(Executor &executor,
                                     const std::vector<int32_t> &prompt,
                                     int64_t count, GenerateStats *stats) {
   const int64_t T = executor.tokensPerStep();
   if (T <= 0)
     fail("{} executor: the engine runs {} tokens per step", executor.name(), T);
-  if (prompt.empty())
-    fail("generate: the prompt is empty");
-  if (count < 0)
-    fail("generate: {} tokens asked for", count);
+  checkRequest(prompt, count);
   const int64_t P = int64_t(prompt.size());
   // The highest position any step writes, padding included: the last prefill
   // chunk ends at a multiple of T; decode step i (token at P + i, the last
@@ -38,12 +57,8 @@ std::vector<int32_t> generateGreedy(Executor &executor,
   int64_t lastPosition = (P + T - 1) / T * T - 1;
   if (count > 1)
     lastPosition = std::max(lastPosition, P + count - 2 + T - 1);
-  int64_t context = maxContext(executor.manifest());
-  if (lastPosition >= context)
-    fail("generate: {} prompt + {} new tokens need positions up to {} (steps "
-         "of {} tokens, padding included), but the engine's KV cache holds {}; "
-         "recompile with a larger context",
-         P, count, lastPosition, T, context);
+  checkFits(executor.manifest(), P, count, lastPosition,
+            fmt::format("steps of {} tokens, padding included", T));
 
   using Clock = std::chrono::steady_clock;
   GenerateStats local;
@@ -126,10 +141,7 @@ std::vector<int32_t> generateDflash(Executor &executor,
   if (options.temperature > 0 && m.spec.samplingBuffer.empty())
     fail("{} executor: engine '{}' has no sampling state (recompile it)",
          executor.name(), m.function);
-  if (prompt.empty())
-    fail("generate: the prompt is empty");
-  if (count < 0)
-    fail("generate: {} tokens asked for", count);
+  checkRequest(prompt, count);
   const int64_t P = int64_t(prompt.size());
   if (options.oracle && int64_t(options.oracle->size()) < count + T - 1)
     fail("generate: the oracle continuation has {} tokens, {} needed",
@@ -138,12 +150,8 @@ std::vector<int32_t> generateDflash(Executor &executor,
   // drafter its next block's; the last verify starts at most at P + count - 1.
   int64_t lastPosition = std::max((P + T - 1) / T * T - 1,
                                   P + std::max<int64_t>(count, 1) + 2 * T);
-  int64_t context = maxContext(m);
-  if (lastPosition >= context)
-    fail("generate: {} prompt + {} new tokens need positions up to {} (DFlash "
-         "blocks of {}, the next draft included), but the engine's KV cache "
-         "holds {}; recompile with a larger context",
-         P, count, lastPosition, T, context);
+  checkFits(m, P, count, lastPosition,
+            fmt::format("DFlash blocks of {}, the next draft included", T));
 
   using Clock = std::chrono::steady_clock;
   DflashStats local;
