@@ -12,6 +12,33 @@
 
 namespace tilec {
 
+namespace detail {
+
+/// A MoE task's slot s, its rows [n0, n0 + nrows) and the slot's expert e
+/// from the plan; e = -1 when the task has nothing to do this step.
+struct MoeSlot {
+  int s, n0, nrows, e;
+  const int *plan;
+};
+
+template <int SLOTS, int E, int TILE>
+__device__ __forceinline__ MoeSlot moe_slot(const i64 *a, const Ctx &ctx) {
+  MoeSlot m;
+  m.s = int(a[TILEC_MOE_SLOT]);
+  m.n0 = int(a[TILEC_MOE_N0]);
+  m.nrows = cmin(int(a[TILEC_MOE_N1]) - m.n0, TILE);
+  m.plan = reinterpret_cast<const int *>(ctx.arena + a[TILEC_MOE_PLAN]);
+  m.e = -1;
+  if (m.nrows > 0 && m.s >= 0 && m.s < SLOTS && m.s < m.plan[0]) {
+    const int e = m.plan[1 + m.s];
+    if (e >= 0 && e < E)
+      m.e = e;
+  }
+  return m;
+}
+
+} // namespace detail
+
 /// MOE_GATE_UP: out[s, t, n] = bf16(silu(W_e[n] . x') * (W_e[I + n] . x')),
 /// x' = rmsnorm(x[t]), for the tokens routed to slot s and n in [N0, N1).
 template <int T, int H, int I, int E, int K, int SLOTS, int TILE, int FORMAT>
@@ -24,16 +51,11 @@ __device__ __noinline__ void moe_gate_up_task(const TilecTask &task,
   constexpr i64 kExpertScales = detail::scale_bytes(FORMAT, 2 * i64(I), H);
 
   const i64 *a = task.w + (TILEC_TASK_WORDS - TILEC_TASK_ARGS);
-  const int s = int(a[TILEC_MOE_SLOT]);
-  const int n0 = int(a[TILEC_MOE_N0]);
-  const int nrows = cmin(int(a[TILEC_MOE_N1]) - n0, TILE);
-  const int *plan =
-      reinterpret_cast<const int *>(ctx.arena + a[TILEC_MOE_PLAN]);
-  if (nrows <= 0 || s < 0 || s >= SLOTS || s >= plan[0])
+  const detail::MoeSlot m = detail::moe_slot<SLOTS, E, TILE>(a, ctx);
+  if (m.e < 0)
     return;
-  const int e = plan[1 + s];
-  if (e < 0 || e >= E)
-    return;
+  const int s = m.s, n0 = m.n0, nrows = m.nrows, e = m.e;
+  const int *plan = m.plan;
   const u8 *data = ctx.weights + a[TILEC_MOE_W] + e * kExpertBytes;
   const u8 *scales =
       FORMAT == TILEC_FMT_BF16
@@ -73,16 +95,11 @@ __device__ __noinline__ void moe_down_task(const TilecTask &task,
   constexpr i64 kExpertScales = detail::scale_bytes(FORMAT, H, I);
 
   const i64 *a = task.w + (TILEC_TASK_WORDS - TILEC_TASK_ARGS);
-  const int s = int(a[TILEC_MOE_SLOT]);
-  const int n0 = int(a[TILEC_MOE_N0]);
-  const int nrows = cmin(int(a[TILEC_MOE_N1]) - n0, TILE);
-  const int *plan =
-      reinterpret_cast<const int *>(ctx.arena + a[TILEC_MOE_PLAN]);
-  if (nrows <= 0 || s < 0 || s >= SLOTS || s >= plan[0])
+  const detail::MoeSlot m = detail::moe_slot<SLOTS, E, TILE>(a, ctx);
+  if (m.e < 0)
     return;
-  const int e = plan[1 + s];
-  if (e < 0 || e >= E)
-    return;
+  const int s = m.s, n0 = m.n0, nrows = m.nrows, e = m.e;
+  const int *plan = m.plan;
   const u8 *scales =
       FORMAT == TILEC_FMT_BF16
           ? nullptr
