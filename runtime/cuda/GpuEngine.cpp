@@ -155,11 +155,14 @@ struct GpuEngine::Impl {
   CUcontext ctx = nullptr;
   CUmodule module = nullptr;
   CUfunction fn = nullptr;
+  CUfunction groupFn = nullptr; // tilec_task_group (options.perOpLaunch)
   CUstream stream = nullptr;
   CUevent start = nullptr, end = nullptr, done = nullptr;
 
   CUdeviceptr arena = 0, weights = 0, kv = 0, events = 0, signals = 0,
-              tasks = 0, smBegin = 0, trace = 0;
+              tasks = 0, smBegin = 0, trace = 0, groupTasks = 0;
+  /// perOpLaunch: [first task, count] of each launch in groupTasks.
+  std::vector<std::pair<int32_t, int32_t>> groups;
   int *report = nullptr; // pinned, mapped
   CUdeviceptr reportDev = 0;
   void *io = nullptr; // pinned: tokens + positions in, argmax out
@@ -353,6 +356,18 @@ void GpuEngine::Impl::compile() {
          "__global__): {}",
          m.kernelFile, d->errorText(r));
 
+  if (opt.perOpLaunch) {
+    r = d->cuModuleGetFunction(&groupFn, module, "tilec_task_group");
+    if (r != CUDA_SUCCESS)
+      fail("{}: no kernel named tilec_task_group, which the one-kernel-per-op "
+           "mode launches (an engine from an older tilec: recompile it): {}",
+           m.kernelFile, d->errorText(r));
+    check(d->cuFuncSetAttribute(groupFn,
+                                CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                int(m.dynamicSmem)),
+          "raising tilec_task_group's dynamic shared memory");
+  }
+
   auto attr = [&](CUfunction_attribute a, const char *what) {
     int value = 0;
     check(d->cuFuncGetAttribute(&value, a, fn),
@@ -408,6 +423,9 @@ void GpuEngine::Impl::allocate() {
   smBegin = alloc((m.sms + 1) * 4, "per-SM task index");
   if (opt.trace)
     trace = alloc(m.sms * maxTasks * 16, "trace buffer");
+  if (opt.perOpLaunch)
+    groupTasks =
+        alloc(m.taskCount() * int64_t(sizeof(TilecTask)), "per-op task table");
 
   check(d->cuMemHostAlloc(reinterpret_cast<void **>(&report),
                           TILEC_REPORT_WORDS * sizeof(int),
@@ -418,6 +436,12 @@ void GpuEngine::Impl::allocate() {
         "mapping the hang-report buffer");
   size_t ioBytes = size_t(m.tokens + 1) * 3 * sizeof(int32_t);
   check(d->cuMemHostAlloc(&io, ioBytes, 0), "allocating pinned step buffers");
+  // alloc() zeroes on the engine's non-blocking stream, which synchronous
+  // copies (the legacy stream) do not wait for: without this, zeroing a large
+  // weight region could still be running when uploadTables() copies the task
+  // table, and the table's own memset then lands after the copy (every task
+  // all zeros: an engine of 4 GB ran every task as a no-op embed).
+  check(d->cuStreamSynchronize(stream), "zeroing the engine's regions");
 }
 
 void GpuEngine::Impl::uploadTables() {
@@ -442,6 +466,18 @@ void GpuEngine::Impl::uploadTables() {
   if (!perStep.empty())
     check(d->cuMemcpyHtoD(signals, perStep.data(), perStep.size() * 4),
           "uploading the signals-per-step table");
+  if (opt.perOpLaunch) {
+    std::vector<TilecTask> grouped;
+    grouped.reserve(all.size());
+    for (const LaunchGroup &g : launchGroups(m)) {
+      groups.emplace_back(int32_t(grouped.size()), int32_t(g.tasks.size()));
+      grouped.insert(grouped.end(), g.tasks.begin(), g.tasks.end());
+    }
+    if (!grouped.empty())
+      check(d->cuMemcpyHtoD(groupTasks, grouped.data(),
+                            grouped.size() * sizeof(TilecTask)),
+            "uploading the per-op task table");
+  }
 }
 
 void GpuEngine::Impl::uploadPacked() {
@@ -597,7 +633,7 @@ void GpuEngine::Impl::release() {
   if (stream)
     d->cuStreamSynchronize(stream);
   for (CUdeviceptr p :
-       {arena, weights, kv, events, signals, tasks, smBegin, trace})
+       {arena, weights, kv, events, signals, tasks, smBegin, trace, groupTasks})
     if (p)
       d->cuMemFree(p);
   if (report)
@@ -702,6 +738,9 @@ const std::vector<float> &GpuEngine::stepMillis() const {
   return impl_->millis;
 }
 uint64_t GpuEngine::stepsRun() const { return impl_->step; }
+int64_t GpuEngine::launchesPerStep() const {
+  return impl_->opt.perOpLaunch ? int64_t(impl_->groups.size()) : 1;
+}
 
 void GpuEngine::reset() {
   // Positions overwrite their KV slots, so a new sequence needs no clearing;
@@ -826,11 +865,28 @@ void GpuEngine::Impl::launchStep(const std::vector<Copy> &in,
     check(s.d->cuMemcpyHtoDAsync(s.arena + CUdeviceptr(c.offset), c.host,
                                  c.bytes, s.stream),
           "copying the step's inputs");
+  if (s.trace) // a task that does not run leaves no stale stamps
+    check(s.d->cuMemsetD8Async(s.trace, 0, size_t(m.sms * s.maxTasks * 16),
+                               s.stream),
+          "clearing the trace buffer");
   check(s.d->cuEventRecord(s.start, s.stream), "cuEventRecord");
-  check(s.d->cuLaunchKernel(s.fn, unsigned(m.sms), 1, 1,
-                            unsigned(m.threadsPerBlock), 1, 1,
-                            unsigned(m.dynamicSmem), s.stream, args, nullptr),
-        "launching tilec_step");
+  if (s.opt.perOpLaunch) {
+    p.tasks = reinterpret_cast<const TilecTask *>(s.groupTasks);
+    p.trace = nullptr;
+    for (auto [first, count] : s.groups) {
+      int firstTask = first;
+      void *groupArgs[] = {&p, &firstTask};
+      check(s.d->cuLaunchKernel(
+                s.groupFn, unsigned(count), 1, 1, unsigned(m.threadsPerBlock),
+                1, 1, unsigned(m.dynamicSmem), s.stream, groupArgs, nullptr),
+            "launching tilec_task_group");
+    }
+  } else {
+    check(s.d->cuLaunchKernel(s.fn, unsigned(m.sms), 1, 1,
+                              unsigned(m.threadsPerBlock), 1, 1,
+                              unsigned(m.dynamicSmem), s.stream, args, nullptr),
+          "launching tilec_step");
+  }
   s.step = stepIndex + 1;
   check(s.d->cuEventRecord(s.end, s.stream), "cuEventRecord");
   for (const Copy &c : out)

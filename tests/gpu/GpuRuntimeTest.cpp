@@ -382,6 +382,30 @@ double chainMedianMs(GpuEngine &engine, int sms, int steps) {
   return ms[ms.size() / 2];
 }
 
+// Regression: alloc() zeroes each region on the engine's non-blocking stream
+// and the task table was copied with a synchronous (legacy-stream) copy, which
+// does not wait for it: behind the memset of a large weight region, the table's
+// own memset landed after the copy and every task became all zeros (a 4.4 GB
+// MiMo-V2.5-Pro layer ran every task as a no-op in 19 us and gave token 0).
+TEST(GpuRuntime, TaskTableSurvivesZeroingALargeWeightRegion) {
+  REQUIRE_GPU();
+  const GpuDeviceInfo gpu = listGpus().at(0);
+  const int64_t weights = int64_t(16) << 30;
+  if (gpu.totalMemory < weights + (int64_t(8) << 30))
+    GTEST_SKIP() << "needs a GPU of 24 GiB or more";
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    EngineManifest m = twoSmManifest(gpu.sms);
+    m.weightBytes = weights;
+    GpuEngine engine(m, kTestKernel, testOptions());
+    std::vector<int32_t> tokens = {1, 2, 3, 4};
+    StepOutput o = engine.step(tokens, consecutive(0));
+    ASSERT_EQ(o.argmax.size(), size_t(kT));
+    for (int64_t t = 0; t < kT; ++t)
+      EXPECT_EQ(o.argmax[size_t(t)], 2 * (tokens[size_t(t)] + 1) + t)
+          << "attempt " << attempt << " token " << t;
+  }
+}
+
 TEST(GpuRuntime, ChainThroughEverySmNeedsEveryCtaResident) {
   REQUIRE_GPU();
   const int sms = listGpus().at(0).sms;
