@@ -483,7 +483,11 @@ LogicalResult mlir::tile::generateEngine(ModuleOp module, StringRef name,
   os << "    default:\n      break;\n    }\n  }\n};\n\n";
   os << "extern \"C\" __global__ void __launch_bounds__(TILEC_THREADS, 1)\n"
         "tilec_step(TilecStepParams params) {\n"
-        "  tilec::run_megakernel<TilecDispatch>(params);\n}\n";
+        "  tilec::run_megakernel<TilecDispatch>(params);\n}\n\n";
+  // The one-kernel-per-op baseline (tile-run --launch per-op): same bodies.
+  os << "extern \"C\" __global__ void __launch_bounds__(TILEC_THREADS, 1)\n"
+        "tilec_task_group(TilecStepParams params, int first) {\n"
+        "  tilec::run_one_task<TilecDispatch>(params, first);\n}\n";
   kernelSource = os.str();
   std::array<uint8_t, 32> hash = llvm::SHA256::hash(
       ArrayRef<uint8_t>(reinterpret_cast<const uint8_t *>(kernelSource.data()),

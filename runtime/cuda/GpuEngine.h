@@ -65,6 +65,11 @@ struct GpuEngineOptions {
   bool progress = true;
   /// Per-task globaltimer stamps (TilecStepParams::trace).
   bool trace = false;
+  /// The one-kernel-per-op baseline: each step is one launch per task group
+  /// (launchGroups: the tasks of one op or fused op), one CTA per task, with
+  /// the same task bodies but no persistence, no sched/load warp roles and no
+  /// prefetch across ops. Only for measuring what the megakernel gains.
+  bool perOpLaunch = false;
   /// Extra NVRTC options (e.g. "-DTILEC_DEBUG").
   std::vector<std::string> nvrtcOptions;
   /// Size of each of the two pinned staging buffers of the weight upload.
@@ -111,6 +116,8 @@ public:
 
   const GpuDeviceInfo &device() const;
   const GpuLoadInfo &loadInfo() const;
+  /// Launches per step: 1, or the number of task groups with perOpLaunch.
+  int64_t launchesPerStep() const;
   /// Kernel time of every step so far (CUDA events), in milliseconds.
   const std::vector<float> &stepMillis() const;
   /// Steps launched since load (the event epoch of the next one).

@@ -191,4 +191,30 @@ __device__ __forceinline__ void run_megakernel(const TilecStepParams &p) {
   }
 }
 
+/// The one-kernel-per-op baseline (tile-run --launch per-op): one launch per
+/// group of tasks that signal one event, in a topological order of the
+/// groups, so the launch order replaces the waits. Block b runs task
+/// p.tasks[first + b] with the compute warps only: no sched or load role, no
+/// persistence across tasks, no prefetch of the next task's weights. The task's
+/// event is still signalled so that the counters stay those of the persistent
+/// kernel (an engine can switch modes between steps).
+template <typename Dispatch>
+__device__ __forceinline__ void run_one_task(const TilecStepParams &p,
+                                             int first) {
+  extern __shared__ __align__(128) unsigned char tilec_dynamic_smem[];
+  __shared__ TilecTask s_one;
+  if (int(threadIdx.x) < 32 * kComputeWarp0)
+    return;
+  const int i = first + int(blockIdx.x);
+  if (compute_tid() < TILEC_TASK_WORDS)
+    s_one.w[compute_tid()] = __ldg(&p.tasks[i].w[compute_tid()]);
+  compute_sync();
+  Ctx ctx = detail::make_ctx(p, tilec_dynamic_smem, false);
+  ctx.op = s_one.w[TILEC_W_OP];
+  Dispatch::run(s_one.w[TILEC_W_INSTANCE], s_one, ctx);
+  compute_sync();
+  if (compute_tid() == 0 && s_one.w[TILEC_W_SIGNAL] >= 0)
+    signal_event(ctx, int(s_one.w[TILEC_W_SIGNAL]));
+}
+
 } // namespace tilec

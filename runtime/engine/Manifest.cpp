@@ -5,9 +5,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 
 namespace tilec {
 
@@ -39,6 +42,88 @@ int64_t EngineManifest::taskCount() const {
   for (const auto &list : smTasks)
     n += int64_t(list.size());
   return n;
+}
+
+std::vector<LaunchGroup> launchGroups(const EngineManifest &m) {
+  // Group ids in order of first appearance; events first claim theirs.
+  const int64_t events = int64_t(m.events.size());
+  std::vector<int64_t> groupOfEvent(size_t(events), -1);
+  std::map<int64_t, int64_t> groupOfOp; // tasks that signal nothing
+  std::vector<LaunchGroup> groups;
+  std::vector<std::vector<int64_t>> waitsOf; // group -> events waited on
+  auto groupFor = [&](const TilecTask &t) -> int64_t {
+    const int64_t e = t.w[TILEC_W_SIGNAL], op = t.w[TILEC_W_OP];
+    if (e >= events || e < -1)
+      fail("engine: a task of op {} signals event {}, outside the manifest's "
+           "{} events",
+           op, e, events);
+    int64_t &slot = e >= 0 ? groupOfEvent[size_t(e)]
+                           : groupOfOp.try_emplace(op, -1).first->second;
+    if (slot < 0) {
+      slot = int64_t(groups.size());
+      std::string name = e >= 0 ? m.events[size_t(e)].name
+                                : (op >= 0 && op < int64_t(m.ops.size())
+                                       ? m.ops[size_t(op)]
+                                       : "op " + std::to_string(op));
+      groups.push_back({std::move(name), {}});
+      waitsOf.emplace_back();
+    }
+    return slot;
+  };
+  for (const auto &list : m.smTasks)
+    for (const TilecTask &t : list) {
+      int64_t g = groupFor(t);
+      groups[size_t(g)].tasks.push_back(t);
+      for (int k = 0; k < 2; ++k) {
+        const int64_t e = t.w[TILEC_W_WAIT0 + 2 * k];
+        if (e < 0)
+          continue;
+        if (e >= events)
+          fail("engine: a task of '{}' waits on event {}, outside the "
+               "manifest's {} events",
+               groups[size_t(g)].name, e, events);
+        waitsOf[size_t(g)].push_back(e);
+      }
+    }
+  // Kahn's algorithm, taking the lowest ready group id first.
+  const size_t n = groups.size();
+  std::vector<std::vector<size_t>> users(n);
+  std::vector<int64_t> pending(n, 0);
+  for (size_t g = 0; g < n; ++g) {
+    std::vector<int64_t> &w = waitsOf[g];
+    std::sort(w.begin(), w.end());
+    w.erase(std::unique(w.begin(), w.end()), w.end());
+    for (int64_t e : w) {
+      int64_t producer = groupOfEvent[size_t(e)];
+      if (producer < 0)
+        fail("engine: tasks of '{}' wait on event '{}', which no task "
+             "signals",
+             groups[g].name, m.events[size_t(e)].name);
+      if (size_t(producer) == g)
+        fail("engine: tasks of '{}' wait on their own event", groups[g].name);
+      users[size_t(producer)].push_back(g);
+      ++pending[g];
+    }
+  }
+  std::set<size_t> ready;
+  for (size_t g = 0; g < n; ++g)
+    if (pending[g] == 0)
+      ready.insert(g);
+  std::vector<LaunchGroup> ordered;
+  ordered.reserve(n);
+  while (!ready.empty()) {
+    size_t g = *ready.begin();
+    ready.erase(ready.begin());
+    for (size_t u : users[g])
+      if (--pending[u] == 0)
+        ready.insert(u);
+    ordered.push_back(std::move(groups[g]));
+  }
+  if (ordered.size() != n)
+    fail("engine: the task groups' waits form a cycle ({} of {} groups "
+         "ordered)",
+         ordered.size(), n);
+  return ordered;
 }
 
 namespace {

@@ -112,6 +112,20 @@ struct EngineManifest {
   int64_t taskCount() const;
 };
 
+/// The tasks of one launch of the one-kernel-per-op mode: those that signal
+/// one event (one op, or the fused ops that share an event), or the tasks of
+/// an op that signals none.
+struct LaunchGroup {
+  std::string name; // the event's name, or the op's
+  std::vector<TilecTask> tasks;
+};
+/// Every task in launch groups, ordered so that each group comes after the
+/// groups whose events its tasks wait on (ties: first appearance in the per-SM
+/// lists). Running the groups one after the other in this order satisfies
+/// every wait. Throws tilec::Error when a task waits on an event no task
+/// signals, on its own group's event, or when the waits form a cycle.
+std::vector<LaunchGroup> launchGroups(const EngineManifest &manifest);
+
 /// Writes manifest.json, tasks.bin and kernel.cu into `dir` (created if
 /// needed). Returns "" on success, else a message (callers may be built without
 /// exceptions).

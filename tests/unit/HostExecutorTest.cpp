@@ -1405,3 +1405,65 @@ TEST(HostModel, CompiledEnginesMatchTheReference) {
 }
 
 } // namespace
+
+TEST(LaunchGroups, OrderFollowsTheWaitsNotTheSmLists) {
+  Pair p;
+  int64_t ea = p.b.event("a"), eb = p.b.event("b"), ed = p.b.event("d");
+  // SM lists in an order unlike the launch order: b and c come first on SM 0.
+  p.b.task(0, "b", p.inst, p.args(p.y, p.z), {p.b.all(ea)}, eb);
+  p.b.task(0, "c", p.inst, p.args(p.z, p.x), {Wait{eb, 1}, Wait{ea, 2}}, -1);
+  p.b.task(1, "a", p.inst, p.args(p.x, p.y, 0, 16), {}, ea);
+  p.b.task(2, "d", p.inst, p.args(p.x, p.x), {}, ed);
+  p.b.task(2, "a", p.inst, p.args(p.x, p.y, 16, 32), {}, ea);
+  EngineManifest m = p.b.finish();
+  std::vector<LaunchGroup> groups = launchGroups(m);
+  std::vector<std::string> names;
+  size_t tasks = 0;
+  for (const LaunchGroup &g : groups) {
+    names.push_back(g.name);
+    tasks += g.tasks.size();
+  }
+  EXPECT_EQ(names, (std::vector<std::string>{"a", "b", "c", "d"}));
+  EXPECT_EQ(tasks, size_t(m.taskCount()));
+  ASSERT_EQ(groups[0].tasks.size(), 2u); // both of a's tasks in one launch
+  EXPECT_EQ(groups[0].tasks[0].w[TILEC_W_ARG0 + TILEC_LIN_N0], 0);
+  EXPECT_EQ(groups[0].tasks[1].w[TILEC_W_ARG0 + TILEC_LIN_N0], 16);
+  // Every wait is met by the groups launched before.
+  std::map<int64_t, int64_t> signalled;
+  for (const LaunchGroup &g : groups) {
+    for (const TilecTask &t : g.tasks)
+      for (int k = 0; k < 2; ++k) {
+        int64_t e = t.w[TILEC_W_WAIT0 + 2 * k];
+        if (e >= 0) {
+          EXPECT_GE(signalled[e], t.w[TILEC_W_COUNT0 + 2 * k]) << g.name;
+        }
+      }
+    for (const TilecTask &t : g.tasks)
+      if (t.w[TILEC_W_SIGNAL] >= 0)
+        ++signalled[t.w[TILEC_W_SIGNAL]];
+  }
+}
+
+TEST(LaunchGroups, CyclesAndUnsignalledEventsAreNamed) {
+  {
+    Pair p;
+    int64_t ex = p.b.event("x"), ey = p.b.event("y");
+    p.b.task(0, "x", p.inst, p.args(p.x, p.y), {Wait{ey, 1}}, ex);
+    p.b.task(1, "y", p.inst, p.args(p.y, p.z), {Wait{ex, 1}}, ey);
+    EngineManifest m = p.b.finish();
+    EXPECT_NE(errorOf([&] { launchGroups(m); })
+                  .find("the task groups' waits form a cycle (0 of 2 groups "
+                        "ordered)"),
+              std::string::npos);
+  }
+  {
+    Pair p;
+    int64_t lonely = p.b.event("lonely");
+    p.b.task(0, "reader", p.inst, p.args(p.x, p.y), {Wait{lonely, 1}}, -1);
+    EngineManifest m = p.b.finish();
+    EXPECT_NE(errorOf([&] { launchGroups(m); })
+                  .find("tasks of 'reader' wait on event 'lonely', which no "
+                        "task signals"),
+              std::string::npos);
+  }
+}

@@ -120,6 +120,8 @@ struct RunOptions {
   int threads = 1;
   bool noEventChecks = false, json = false, check = false;
   bool oracleDraft = false, trace = false;
+  std::string launch = "megakernel";
+  std::string traceOut; // Chrome trace of the last step (GPU)
   int64_t corruptEvery = 0;
   float temperature = 0;
   uint32_t sampleSeed = 0;
@@ -140,7 +142,8 @@ ExecutorChoice executorChoice(const RunOptions &o) {
   choice.gpu.device = o.device;
   choice.gpu.watchdogMs = o.watchdogMs;
   choice.gpu.useCache = !o.noCache;
-  choice.gpu.trace = o.trace;
+  choice.gpu.trace = o.trace || !o.traceOut.empty();
+  choice.gpu.perOpLaunch = o.launch == "per-op";
   return choice;
 }
 
@@ -204,6 +207,56 @@ struct PhaseTimes {
   }
 };
 
+/// The last step's per-task stamps as a Chrome / Perfetto trace: one row per
+/// SM, one slice per task (its op's name, family and phase). Returns the
+/// number of tasks with stamps.
+int64_t writeChromeTrace(const EngineManifest &m,
+                         const std::vector<uint64_t> &trace,
+                         const std::string &path) {
+  static const char *families[] = {"embed",       "linear",        "attention",
+                                   "router_topk", "moe_gate_up",   "moe_down",
+                                   "moe_combine", "argmax_reduce", "concat",
+                                   "spec_accept", "spec_update"};
+  nlohmann::json events = nlohmann::json::array();
+  size_t maxTasks = m.smTasks.empty() ? 0 : trace.size() / 2 / m.smTasks.size();
+  uint64_t t0 = UINT64_MAX;
+  for (uint64_t v : trace)
+    if (v)
+      t0 = std::min(t0, v);
+  int64_t stamped = 0;
+  for (size_t sm = 0; sm < m.smTasks.size(); ++sm)
+    for (size_t k = 0; k < m.smTasks[sm].size() && k < maxTasks; ++k) {
+      uint64_t b = trace[(sm * maxTasks + k) * 2],
+               e = trace[(sm * maxTasks + k) * 2 + 1];
+      if (b == 0 || e < b)
+        continue;
+      ++stamped;
+      const TilecTask &t = m.smTasks[sm][k];
+      int64_t op = t.w[TILEC_W_OP], family = t.w[TILEC_W_FAMILY];
+      nlohmann::json args = {{"task", k}};
+      if (op >= 0 && size_t(op) < m.opPhases.size())
+        args["phase"] = m.opPhases[size_t(op)];
+      events.push_back(
+          {{"name",
+            op >= 0 && size_t(op) < m.ops.size() ? m.ops[size_t(op)] : "?"},
+           {"cat", family >= 0 && family < TILEC_TASK_FAMILY_COUNT
+                       ? families[family]
+                       : "?"},
+           {"ph", "X"},
+           {"ts", double(b - t0) / 1e3},
+           {"dur", double(e - b) / 1e3},
+           {"pid", 0},
+           {"tid", sm},
+           {"args", args}});
+    }
+  std::ofstream out(path);
+  out << nlohmann::json{{"traceEvents", events}, {"displayTimeUnit", "ns"}}
+             .dump();
+  if (!out)
+    fail("--trace-out: cannot write '{}'", path);
+  return stamped;
+}
+
 int runEngine(const RunOptions &o) {
   EngineManifest manifest = readEngine(o.engineDir);
   WeightSourceSpec weights = chooseWeightSource(manifest, o.weightsDir, o.seed);
@@ -216,6 +269,12 @@ int runEngine(const RunOptions &o) {
     std::cerr << "tile-run: " << selected.loadSummary << "\n";
   Executor *executor = selected.executor.get();
   const bool onHost = selected.kind == ExecutorKind::Host;
+  if (!o.traceOut.empty() && (onHost || o.launch == "per-op"))
+    fail("--trace-out: the per-task stamps come from the megakernel on the "
+         "GPU executor");
+  if (onHost && o.launch == "per-op")
+    fail("--launch per-op: the one-kernel-per-op mode runs on the GPU "
+         "executor, not on the host executor");
   double loadSeconds = std::chrono::duration<double>(
                            std::chrono::steady_clock::now() - loadStart)
                            .count();
@@ -268,6 +327,14 @@ int runEngine(const RunOptions &o) {
   } else {
     tokens = generateGreedy(*executor, ids, o.count, &stats);
   }
+  if (!o.traceOut.empty()) {
+    auto *gpu = static_cast<GpuEngine *>(executor);
+    int64_t stamped = writeChromeTrace(manifest, gpu->readTrace(), o.traceOut);
+    std::cerr << fmt::format(
+        "tile-run: wrote {} (the last step: {} of {} tasks stamped; open in "
+        "chrome://tracing or ui.perfetto.dev)\n",
+        o.traceOut, stamped, manifest.taskCount());
+  }
   double seconds = stats.prefillSeconds + stats.decodeSeconds;
   int64_t steps = stats.prefillSteps + stats.decodeSteps;
   double stepMs = steps ? 1e3 * seconds / double(steps) : 0.0;
@@ -288,7 +355,9 @@ int runEngine(const RunOptions &o) {
           : fmt::format("GPU {}", o.device);
   // GPU: the kernel's own time per step (CUDA events), decode steps only.
   double kernelMs = 0;
+  int64_t launches = 1;
   if (auto *gpu = dynamic_cast<GpuEngine *>(executor)) {
+    launches = gpu->launchesPerStep();
     std::vector<float> ms = gpu->stepMillis();
     ms.erase(ms.begin(),
              ms.begin() +
@@ -342,6 +411,8 @@ int runEngine(const RunOptions &o) {
     if (!onHost) {
       out["device"] = o.device;
       out["kernel_step_ms_median"] = kernelMs;
+      out["launch"] = o.launch;
+      out["launches_per_step"] = launches;
     }
     if (onHost) {
       out["interleavings_seed"] = o.interleavingsSeed;
@@ -383,9 +454,12 @@ int runEngine(const RunOptions &o) {
         fmt::join(histogram.begin() + 1, histogram.end(), " "));
   }
   if (!onHost)
-    std::cerr << fmt::format("tile-run: tilec_step kernel time, median over "
-                             "decode steps: {:.3f} ms\n",
-                             kernelMs);
+    std::cerr << fmt::format(
+        "tile-run: {} time, median over decode steps: {:.3f} ms\n",
+        o.launch == "per-op"
+            ? fmt::format("one-kernel-per-op ({} launches per step)", launches)
+            : std::string("tilec_step kernel"),
+        kernelMs);
   if (!phases.us.empty())
     std::cerr << fmt::format(
         "tile-run: DFlash step phases (first task start to last task end on "
@@ -653,6 +727,14 @@ int main(int argc, char **argv) {
   run->add_flag("--trace", runOptions.trace,
                 "GPU, DFlash engines: per-task time stamps; report how long "
                 "the verify, context, accept and draft parts of a step span");
+  run->add_option("--launch", runOptions.launch,
+                  "GPU executor: megakernel (one persistent launch per step) "
+                  "or per-op (the baseline: one launch per op, same task "
+                  "bodies, no persistence or cross-op prefetch)")
+      ->check(CLI::IsMember({"megakernel", "per-op"}));
+  run->add_option("--trace-out", runOptions.traceOut,
+                  "GPU: write the last step's per-task stamps as a Chrome / "
+                  "Perfetto trace (JSON, one row per SM)");
   run->add_option("--corrupt-drafts", runOptions.corruptEvery,
                   "With --oracle-draft: make every K-th oracle token wrong, so "
                   "that steps accept partial blocks (0: none)")
@@ -740,6 +822,14 @@ int main(int argc, char **argv) {
                              compileArch.empty() ? manifest.arch : compileArch);
       NvrtcSettings settings;
       settings.useCache = !compileNoCache;
+      // The cache key names the driver: with one, fill the cache `tile-run
+      // run` will read (engines compiled ahead, in parallel).
+      try {
+        std::vector<GpuDeviceInfo> gpus = listGpus();
+        if (!gpus.empty())
+          settings.driverVersion = gpus.front().driverVersion;
+      } catch (const Error &) {
+      }
       NvrtcResult result = nvrtcCompile(src, settings);
       std::cout << fmt::format(
           "{}: {} for {}: {} bytes of cubin ({}, {:.1f} s)\n", compileDir,
@@ -747,6 +837,18 @@ int main(int argc, char **argv) {
           result.cacheHit ? "cached" : "compiled", result.seconds);
       if (!result.log.empty())
         std::cerr << result.log << "\n";
+      // The entry points in the cubin (ELF symbol names), and what the
+      // one-kernel-per-op mode would launch.
+      std::vector<std::string> kernels;
+      for (const char *k : {"tilec_step", "tilec_task_group"})
+        if (std::search(result.cubin.begin(), result.cubin.end(), k,
+                        k + std::strlen(k)) != result.cubin.end())
+          kernels.push_back(k);
+      std::cout << fmt::format(
+          "{}: kernels {}; --launch per-op: {} launches per step for {} "
+          "tasks\n",
+          compileDir, fmt::join(kernels, ", "), launchGroups(manifest).size(),
+          manifest.taskCount());
       return 0;
     }
     if (sampleCmd->parsed())
