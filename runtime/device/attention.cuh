@@ -246,11 +246,13 @@ __device__ __noinline__ void attention_task(const TilecTask &task,
             p = valid ? expf(sv - mn) : 0.0f;
           }
           const float sum = warp_sum(p);
+          __syncwarp(); // every lane has read the row's state
           if (lane == 0) {
             row_state[rb * R + i].z = __float_as_int(mn);
             row_state[rb * R + i].w =
                 __float_as_int(fmaf(__int_as_float(st.w), corr, sum));
           }
+          __syncwarp(); // the other lanes read the row's state next
 #pragma unroll
           for (int c = 0; c < DVL; ++c)
             o[b][i][c] *= corr;

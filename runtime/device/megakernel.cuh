@@ -61,12 +61,13 @@ __device__ __forceinline__ u64 *trace_slot(const TilecStepParams &p, int i,
 #endif
 }
 
-__device__ __forceinline__ int ld_shared_volatile(const int *p) {
-  return *static_cast<const volatile int *>(p);
+/// The flags the roles poll (s_ready, s_started, s_abort): one writer, any
+/// readers, no barrier between them. Shared-memory atomics, so that each read
+/// sees a recent write and compute-sanitizer's racecheck sees them ordered.
+__device__ __forceinline__ int ld_flag(const int *p) {
+  return atomicAdd(const_cast<int *>(p), 0);
 }
-__device__ __forceinline__ void st_shared_volatile(int *p, int v) {
-  *static_cast<volatile int *>(p) = v;
-}
+__device__ __forceinline__ void st_flag(int *p, int v) { atomicExch(p, v); }
 
 /// The role-independent part of a Ctx.
 __device__ __forceinline__ Ctx make_ctx(const TilecStepParams &p,
@@ -129,16 +130,16 @@ __device__ __forceinline__ void run_megakernel(const TilecStepParams &p) {
                                 u64(slot.w[TILEC_W_COUNT0 + 2 * k]));
         }
         if (ok)
-          detail::st_shared_volatile(&s_ready, i);
+          detail::st_flag(&s_ready, i);
         else
-          detail::st_shared_volatile(&s_abort, 1);
+          detail::st_flag(&s_abort, 1);
       }
       ok = __shfl_sync(0xffffffffu, ok, 0);
       named_barrier(kBarGo, 32 + kComputeThreads);
       if (!ok)
         return;
       if (lane == 0) {
-        detail::st_shared_volatile(&s_started, i);
+        detail::st_flag(&s_started, i);
         if (p.trace)
           detail::trace_slot(p, i, begin)[0] = globaltimer();
       }
@@ -146,9 +147,9 @@ __device__ __forceinline__ void run_megakernel(const TilecStepParams &p) {
   } else if (warp == kLoadWarp) {
     const Ctx ctx0 = detail::make_ctx(p, tilec_dynamic_smem, true);
     for (int i = begin; i < end; ++i) {
-      while (detail::ld_shared_volatile(&s_started) <
+      while (detail::ld_flag(&s_started) <
              i - TILEC_PREFETCH_TASKS) {
-        if (detail::ld_shared_volatile(&s_abort))
+        if (detail::ld_flag(&s_abort))
           return;
         __nanosleep(200);
       }
@@ -156,8 +157,8 @@ __device__ __forceinline__ void run_megakernel(const TilecStepParams &p) {
       const i64 family = __ldg(&t.w[TILEC_W_FAMILY]);
       if (family == TILEC_TASK_MOE_GATE_UP || family == TILEC_TASK_MOE_DOWN) {
         // The expert comes from the plan: wait until the task's inputs are.
-        while (detail::ld_shared_volatile(&s_ready) < i) {
-          if (detail::ld_shared_volatile(&s_abort))
+        while (detail::ld_flag(&s_ready) < i) {
+          if (detail::ld_flag(&s_abort))
             return;
           __nanosleep(100);
         }
@@ -173,15 +174,17 @@ __device__ __forceinline__ void run_megakernel(const TilecStepParams &p) {
     Ctx ctx = detail::make_ctx(p, tilec_dynamic_smem, false);
     for (int i = begin; i < end; ++i) {
       named_barrier(kBarGo, 32 + kComputeThreads);
-      if (detail::ld_shared_volatile(&s_abort))
+      if (detail::ld_flag(&s_abort))
         return;
       const TilecTask &t = s_task[(i - begin) & 1];
       ctx.task = i - begin;
       ctx.op = t.w[TILEC_W_OP];
+      // Read before the body: after it, the slot only waits for the next
+      // hand-over barrier before the sched warp refills it.
+      const i64 e = t.w[TILEC_W_SIGNAL];
       Dispatch::run(t.w[TILEC_W_INSTANCE], t, ctx);
       compute_sync();
       if (compute_tid() == 0) {
-        const i64 e = t.w[TILEC_W_SIGNAL];
         if (e >= 0)
           signal_event(ctx, int(e));
         if (p.trace)
