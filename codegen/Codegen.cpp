@@ -161,6 +161,14 @@ const std::vector<FamilyInfo> &families() {
         {"next_pos", TILEC_UPD_NEXT_POS},
         {"tokens", TILEC_UPD_TOKENS},
         {"positions", TILEC_UPD_POSITIONS}}},
+      {"draft_fill",
+       "draft_fill_task",
+       TILEC_TASK_DRAFT_FILL,
+       {"T"},
+       {{"block", TILEC_FILL_BLOCK},
+        {"drafted", TILEC_FILL_DRAFTED},
+        {"out", TILEC_FILL_OUT},
+        {"index", TILEC_FILL_INDEX}}},
   };
   return table;
 }
@@ -275,6 +283,9 @@ LogicalResult mlir::tile::generateEngine(ModuleOp module, StringRef name,
   m.spec.positionsBuffer = strAttr("spec_positions_buffer");
   m.spec.forcedBuffer = strAttr("spec_forced_buffer");
   m.spec.samplingBuffer = strAttr("spec_sampling_buffer");
+  if (m.spec.enabled())
+    m.spec.drafterMode =
+        program->hasAttr("spec_autoregressive") ? "autoregressive" : "block";
   m.arenaBytes = intAttr("arena_bytes");
   m.kvBytes = intAttr("kv_bytes");
   m.weightBytes = intAttr("weight_bytes");

@@ -112,6 +112,7 @@ private:
   LogicalResult partitionConcat(ConcatOp op);
   LogicalResult partitionAccept(AcceptOp op);
   LogicalResult partitionSpecUpdate(SpecUpdateOp op);
+  LogicalResult partitionDraftFill(DraftFillOp op);
   StringRef stateBuffer(StringRef state);
 
   ModuleOp module;
@@ -763,6 +764,21 @@ LogicalResult Partitioner::partitionSpecUpdate(SpecUpdateOp op) {
   return endGroup(op);
 }
 
+LogicalResult Partitioner::partitionDraftFill(DraftFillOp op) {
+  StringRef block = bufferOf(op.getBlock()),
+            drafted = bufferOf(op.getDrafted()),
+            result = bufferOf(op.getResult());
+  // The autoregressive drafter mode: the manifest says so (tile-run checks
+  // the drafts against the reference drafter in the same mode).
+  program->setAttr("spec_autoregressive", b.getUnitAttr());
+  beginGroup(nameOf(op));
+  task("draft_fill", op, {argInt("T", tokens)},
+       {argSym("block", block), argSym("drafted", drafted),
+        argSym("out", result), argInt("index", op.getIndex())},
+       {block, drafted}, {result}, tokens * 12, 0, /*prefetch=*/false);
+  return endGroup(op);
+}
+
 LogicalResult Partitioner::run() {
   // A step takes (tokens, positions), or reads them from its state (DFlash);
   // T is the block its embedding looks up.
@@ -886,6 +902,8 @@ LogicalResult Partitioner::run() {
       ok = partitionAccept(a);
     else if (auto u = dyn_cast<SpecUpdateOp>(op))
       ok = partitionSpecUpdate(u);
+    else if (auto f = dyn_cast<DraftFillOp>(op))
+      ok = partitionDraftFill(f);
     else if (isa<ReshapeOp, func::ReturnOp>(op))
       continue;
     else

@@ -588,6 +588,19 @@ LogicalResult AcceptOp::verify() {
   return success();
 }
 
+LogicalResult DraftFillOp::verify() {
+  if (failed(expectRank(*this, getBlock(), 1, "block")))
+    return failure();
+  int64_t b = tensorType(getBlock()).getDimSize(0);
+  if (b < 2 || b > 16)
+    return emitOpError() << "blocks of 2 to 16 tokens, got " << b;
+  if (getIndex() < 1 || getIndex() >= b)
+    return emitOpError() << "index " << getIndex()
+                         << " is not a drafted slot of a block of " << b
+                         << " (1 to " << b - 1 << ")";
+  return success();
+}
+
 LogicalResult StateOp::verify() {
   auto type = getTensorType();
   if (!type.hasStaticShape() || type.getElementTypeBitWidth() % 8 != 0)

@@ -394,6 +394,25 @@ def Tile_SpecUpdateOp : Tile_SymbolUserOp<"spec_update",
   }];
 }
 
+def Tile_DraftFillOp : Tile_Op<"draft_fill", [Pure,
+    AllTypesMatch<["block", "drafted", "result"]>]> {
+  let summary = "autoregressive drafting: one drafted token into the block";
+  let description = [{
+    `result` = `block` with slot `index` replaced by `drafted[index]`, the
+    drafter's argmax over `block`. The autoregressive drafter mode (tilec
+    --ar-drafter) runs the drafter B-1 times per step: pass k over the block
+    `[t, d_1 .. d_(k-1), MASK ...]` fills slot k. `index` is in [1, B-1]
+    (slot 0 holds the bonus token, which is not drafted).
+  }];
+  let arguments = (ins Tile_TokenIds:$block, Tile_TokenIds:$drafted,
+                       Tile_I64Attr:$index);
+  let results = (outs Tile_TokenIds:$result);
+  let assemblyFormat = [{
+    $block `,` $drafted `index` `(` $index `)` attr-dict `:` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
 //===----------------------------------------------------------------------===//
 // Collectives
 //===----------------------------------------------------------------------===//

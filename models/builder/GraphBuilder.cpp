@@ -47,7 +47,7 @@ public:
   void buildDrafterContext();
   void buildDraft();
   /// `draftLogits`: also return the drafter's logits.
-  void buildDflashStep(bool draftLogits);
+  void buildDflashStep(bool draftLogits, bool autoregressive);
 
 private:
   //===--- Types and declarations -----------------------------------------===//
@@ -456,7 +456,8 @@ void GraphBuilderImpl::buildDraft() {
   func::ReturnOp::create(b, loc(), logits);
 }
 
-void GraphBuilderImpl::buildDflashStep(bool draftLogitsOut) {
+void GraphBuilderImpl::buildDflashStep(bool draftLogitsOut,
+                                       bool autoregressive) {
   const DrafterConfig &d = *model.drafter;
   int64_t B = tokens;
   int64_t V = model.target.vocabSize;
@@ -488,14 +489,28 @@ void GraphBuilderImpl::buildDflashStep(bool draftLogitsOut) {
                        positions, forced, logits, sampling,
                        i64(d.maskTokenId));
   // Draft the next block [bonus, MASK...] right after the accepted tokens.
-  Value draftLogits =
-      draftBody(accept.getNextTokens(), accept.getNextPositions(), context);
-  Value drafted = ArgmaxOp::create(b, loc(), ids(B), draftLogits);
+  // Block mode: one drafter pass drafts every slot. Autoregressive mode (the
+  // baseline that measures what block drafting gains): B-1 passes, pass k
+  // over [bonus, d_1 .. d_(k-1), MASK...] filling slot k; each pass rewrites
+  // the block's keys and values in the context caches at the same positions.
+  Value draftLogits, drafted;
+  if (!autoregressive) {
+    draftLogits =
+        draftBody(accept.getNextTokens(), accept.getNextPositions(), context);
+    drafted = ArgmaxOp::create(b, loc(), ids(B), draftLogits);
+  } else {
+    drafted = accept.getNextTokens();
+    for (int64_t k = 1; k < B; ++k) {
+      draftLogits = draftBody(drafted, accept.getNextPositions(), context);
+      Value argmax = ArgmaxOp::create(b, loc(), ids(B), draftLogits);
+      drafted = DraftFillOp::create(b, loc(), ids(B), drafted, argmax, i64(k));
+    }
+  }
   SpecUpdateOp::create(b, loc(), accept.getNextTokens(), drafted,
                        accept.getNextPositions(), sym("spec.tokens"),
                        sym("spec.positions"));
   // The verify logits stay readable after the step (tile-run --check), the
-  // draft logits when asked for.
+  // draft logits (autoregressive: the last pass's) when asked for.
   SmallVector<Value> outs{accept.getCommitted(), logits};
   if (draftLogitsOut)
     outs.push_back(draftLogits);
@@ -520,6 +535,16 @@ OwningOpRef<ModuleOp> buildGraph(MLIRContext &context, const Model &model,
     error = "max context (" + std::to_string(options.maxContext) +
             ") must be at least the tokens per step (" +
             std::to_string(tokens) + ")";
+    return {};
+  }
+  if (options.arDrafter && !(model.drafter && options.withDrafter)) {
+    error = "the autoregressive drafter mode needs the model's DFlash drafter";
+    return {};
+  }
+  if (options.arDrafter && tokens < 2) {
+    error = "the autoregressive drafter mode drafts blocks of at least 2 "
+            "tokens, got " +
+            std::to_string(tokens);
     return {};
   }
   if (model.drafter && options.withDrafter && tokens > 16) {
@@ -551,7 +576,7 @@ OwningOpRef<ModuleOp> buildGraph(MLIRContext &context, const Model &model,
     if (wanted("draft"))
       builder.buildDraft();
     if (wanted("dflash_step"))
-      builder.buildDflashStep(options.draftLogits);
+      builder.buildDflashStep(options.draftLogits, options.arDrafter);
   }
   OwningOpRef<ModuleOp> module = builder.takeModule();
   if (failed(verify(*module))) {

@@ -17,7 +17,9 @@
 //  * @dflash_step() -> committed: one whole DFlash step (verify the block
 //    held in the step state @spec.tokens / @spec.positions, append its context
 //    features, accept, draft the next block and store it into the state);
-//    `committed` = [count, tokens...] is all the host reads.
+//    `committed` = [count, tokens...] is all the host reads. With arDrafter
+//    the next block is drafted autoregressively: B-1 drafter passes, each
+//    filling one slot (tile.draft_fill).
 //
 // Weight symbols are named after their checkpoint tensors; `source` is the
 // tensor name in the target checkpoint, or `drafter/<name>` in the drafter's.
@@ -48,6 +50,10 @@ struct GraphOptions {
   /// @dflash_step also returns the drafter's logits [T, V] f32 (checks only:
   /// one more store per step).
   bool draftLogits = false;
+  /// @dflash_step drafts autoregressively (tilec --ar-drafter): B-1 drafter
+  /// passes, pass k filling slot k (tile.draft_fill), instead of the whole
+  /// block in one pass; the baseline for the gain of block drafting.
+  bool arDrafter = false;
 };
 
 /// The prefix of drafter tensors in a weight's `source`.

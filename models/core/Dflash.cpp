@@ -164,7 +164,33 @@ void ReferenceDrafter::appendContext(const Tensor &taps) {
 
 Tensor ReferenceDrafter::draft(int32_t lastToken, int64_t start,
                                int64_t blockSize) {
-  int64_t B = blockSize, H = d_.hiddenSize, D = d_.headDim, V = t_.vocabSize;
+  std::vector<int32_t> block(size_t(std::max<int64_t>(blockSize, 0)),
+                             int32_t(d_.maskTokenId));
+  if (!block.empty())
+    block[0] = lastToken;
+  return draft(block, start);
+}
+
+std::vector<int32_t> ReferenceDrafter::draftAutoregressive(int32_t lastToken,
+                                                           int64_t start,
+                                                           int64_t blockSize,
+                                                           Tensor *lastPass) {
+  std::vector<int32_t> block(size_t(std::max<int64_t>(blockSize, 1)),
+                             int32_t(d_.maskTokenId));
+  block[0] = lastToken;
+  for (int64_t k = 1; k < blockSize; ++k) {
+    Tensor logits = draft(block, start);
+    block[size_t(k)] = ref::argmax(logits)[size_t(k)];
+    if (lastPass && k == blockSize - 1)
+      *lastPass = std::move(logits);
+  }
+  return block;
+}
+
+Tensor ReferenceDrafter::draft(const std::vector<int32_t> &block,
+                               int64_t start) {
+  int64_t B = int64_t(block.size()), H = d_.hiddenSize, D = d_.headDim,
+          V = t_.vocabSize;
   if (start != contextLength())
     fail("drafter: a block at {} but the context ends at {}", start,
          contextLength());
@@ -172,7 +198,9 @@ Tensor ReferenceDrafter::draft(int32_t lastToken, int64_t start,
       weight("model.embed_tokens.weight", {V, t_.hiddenSize});
   Tensor x({B, H});
   for (int64_t i = 0; i < B; ++i) {
-    int64_t id = i == 0 ? lastToken : d_.maskTokenId;
+    int64_t id = block[size_t(i)];
+    if (id < 0 || id >= V)
+      fail("drafter: token {} at slot {} is out of range [0, {})", id, i, V);
     for (int64_t c = 0; c < H; ++c)
       x.row(i)[c] = embed[size_t(id * H + c)] * float(d_.inputEmbeddingScale);
   }
@@ -253,8 +281,9 @@ double DflashReference::Stats::meanAccepted() const {
 }
 
 DflashReference::DflashReference(const Model &model, WeightSource &weights,
-                                 bool roundActivations)
-    : model_(model), weights_(weights), round_(roundActivations) {
+                                 bool roundActivations, bool autoregressive)
+    : model_(model), weights_(weights), round_(roundActivations),
+      autoregressive_(autoregressive) {
   if (!model.drafter)
     fail("{}: DFlash needs a drafter and the model has none",
          model.target.name);
@@ -307,12 +336,21 @@ DflashReference::generate(const std::vector<int32_t> &prompt, int64_t count,
       // The drafter runs in oracle mode too, so that its context cache goes
       // through the same commits; only the block's tokens come from the oracle.
       drafter.appendContext(pending);
-      Tensor logits = drafter.draft(last, start, B);
-      std::vector<int32_t> draft = ref::argmax(logits);
+      // Block mode: one pass over [last, MASK...]; autoregressive: B-1 passes
+      // (the logits kept are the last one's).
+      Tensor logits;
+      std::vector<int32_t> draft;
+      if (autoregressive_) {
+        draft = drafter.draftAutoregressive(last, start, B, &logits);
+      } else {
+        logits = drafter.draft(last, start, B);
+        draft = ref::argmax(logits);
+      }
       for (int64_t j = 1; j < B; ++j)
         block.push_back(oracle ? (*oracle)[produced.size() - 1 + size_t(j)]
                                : draft[size_t(j)]);
       if (stats) {
+        stats->drafts.emplace_back(draft.begin() + 1, draft.end());
         logits.data.erase(logits.data.begin(),
                           logits.data.begin() + logits.dim(1));
         logits.shape[0] -= 1;

@@ -60,6 +60,16 @@ public:
   /// (start == contextLength()): logits [B, vocab] (slots 1 .. B-1 are the
   /// draft).
   ref::Tensor draft(int32_t lastToken, int64_t start, int64_t blockSize);
+  /// The drafter over any block of tokens at start .. start+B-1 (the
+  /// autoregressive mode's passes: [lastToken, d_1 .. d_(k-1), MASK...]).
+  ref::Tensor draft(const std::vector<int32_t> &block, int64_t start);
+  /// The autoregressive drafter mode (tilec --ar-drafter): B-1 passes over
+  /// the block, pass k filling slot k with its argmax there, every earlier
+  /// slot filled already. Returns the block [lastToken, d_1 .. d_(B-1)];
+  /// `lastPass` (if given) gets the last pass's logits [B, vocab].
+  std::vector<int32_t> draftAutoregressive(int32_t lastToken, int64_t start,
+                                           int64_t blockSize,
+                                           ref::Tensor *lastPass = nullptr);
 
 private:
   const std::vector<float> &weight(const std::string &name,
@@ -74,16 +84,22 @@ private:
 /// Greedy speculative decoding with DFlash on the reference models.
 class DflashReference {
 public:
-  /// `roundActivations`: both models round at an engine's bf16 points.
+  /// `roundActivations`: both models round at an engine's bf16 points;
+  /// `autoregressive`: the drafter drafts one token per pass
+  /// (ReferenceDrafter::draftAutoregressive) instead of the whole block in one.
   DflashReference(const Model &model, WeightSource &weights,
-                  bool roundActivations = false);
+                  bool roundActivations = false, bool autoregressive = false);
 
   struct Stats {
     std::vector<int64_t> accepted; // tokens committed per verify step (1 .. B)
     std::vector<std::vector<int32_t>>
         blocks; // what the target verified per step
-    std::vector<ref::Tensor>
-        draftLogits; // [B-1, vocab] per step (drafter in use)
+    /// [B-1, vocab] per step (drafter in use): the logits of slots 1 .. B-1
+    /// (autoregressive: of its last pass, whose argmax gave the last slot).
+    std::vector<ref::Tensor> draftLogits;
+    /// The drafter's tokens d_1 .. d_(B-1) per step (drafter in use; before an
+    /// oracle replaced them).
+    std::vector<std::vector<int32_t>> drafts;
     double meanAccepted() const;
   };
   /// Prefill with `prompt`, then decode `count` tokens with blocks of
@@ -100,7 +116,7 @@ private:
   ref::Tensor taps(const ReferenceModel::Output &out, int64_t rows) const;
   const Model &model_;
   WeightSource &weights_;
-  bool round_;
+  bool round_, autoregressive_;
 };
 
 } // namespace tilec

@@ -11,7 +11,7 @@
 #ifndef TILEC_RUNTIME_ABI_TASKABI_H
 #define TILEC_RUNTIME_ABI_TASKABI_H
 
-#define TILEC_ABI_VERSION 2
+#define TILEC_ABI_VERSION 3
 
 /* One task: 24 signed 64-bit words. */
 #define TILEC_TASK_WORDS 24
@@ -45,7 +45,8 @@ enum TilecTaskFamily {
   TILEC_TASK_CONCAT = 8, /* DFlash: the target's tapped hidden states     */
   TILEC_TASK_SPEC_ACCEPT = 9,  /* DFlash: verify, accept, the next block  */
   TILEC_TASK_SPEC_UPDATE = 10, /* DFlash: the next block into the step state */
-  TILEC_TASK_FAMILY_COUNT = 11
+  TILEC_TASK_DRAFT_FILL = 11,  /* DFlash, AR drafter: one slot drafted */
+  TILEC_TASK_FAMILY_COUNT = 12
 };
 
 /* Weight storage formats (compile-time parameter of LINEAR and MOE bodies). */
@@ -174,6 +175,13 @@ enum TilecSpecUpdateArgs {
   TILEC_UPD_NEXT_POS = 2, /* arena: int32 [T]                                 */
   TILEC_UPD_TOKENS = 3,   /* arena (state): int32 [T]                         */
   TILEC_UPD_POSITIONS = 4 /* arena (state): int32 [T]                         */
+};
+
+enum TilecDraftFillArgs {
+  TILEC_FILL_BLOCK = 0,   /* arena: int32 [T] the block drafted so far        */
+  TILEC_FILL_DRAFTED = 1, /* arena: int32 [T] the drafter's argmax over it    */
+  TILEC_FILL_OUT = 2,     /* arena: int32 [T] the block, slot INDEX filled    */
+  TILEC_FILL_INDEX = 3    /* the slot filled, 1 .. T-1                        */
 };
 
 /* The kernel's one argument. Pointers are device addresses. */

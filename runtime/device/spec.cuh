@@ -4,7 +4,9 @@
 // copies (and for the last layer's tap, RMS-normalizes) the target's hidden
 // states into the drafter's context features; SPEC_ACCEPT compares the
 // verified block with the target's argmax and commits; SPEC_UPDATE writes the
-// next block and its positions into the step state that the next launch reads.
+// next block and its positions into the step state that the next launch reads;
+// DRAFT_FILL (the autoregressive drafter mode) puts one drafted token into the
+// block between two drafter passes.
 //
 //===----------------------------------------------------------------------===//
 #pragma once
@@ -243,6 +245,27 @@ __device__ __noinline__ void spec_update_task(const TilecTask &task,
   int *positions = reinterpret_cast<int *>(ctx.arena + a[TILEC_UPD_POSITIONS]);
   tokens[i] = i == 0 ? next[0] : drafted[i];
   positions[i] = next_pos[i];
+}
+
+/// DRAFT_FILL: out = block with slot INDEX (1 .. T-1) replaced by
+/// drafted[INDEX]; an INDEX outside that range copies the block unchanged.
+template <int T>
+__device__ __noinline__ void draft_fill_task(const TilecTask &task,
+                                             const Ctx &ctx) {
+  static_assert(T >= 1 && T <= 16, "DRAFT_FILL: 1 to 16 tokens");
+  if (ctx.prefetch)
+    return;
+  const int i = compute_tid();
+  if (i >= T)
+    return;
+  const i64 *a = task.w + (TILEC_TASK_WORDS - TILEC_TASK_ARGS);
+  const int *block =
+      reinterpret_cast<const int *>(ctx.arena + a[TILEC_FILL_BLOCK]);
+  const int *drafted =
+      reinterpret_cast<const int *>(ctx.arena + a[TILEC_FILL_DRAFTED]);
+  int *out = reinterpret_cast<int *>(ctx.arena + a[TILEC_FILL_OUT]);
+  const i64 index = a[TILEC_FILL_INDEX];
+  out[i] = i == index && index >= 1 ? drafted[i] : block[i];
 }
 
 } // namespace tilec

@@ -132,7 +132,7 @@ const char *familyName(TilecTaskFamily f) {
   static const char *names[] = {"embed",       "linear",        "attention",
                                 "router_topk", "moe_gate_up",   "moe_down",
                                 "moe_combine", "argmax_reduce", "concat",
-                                "spec_accept", "spec_update"};
+                                "spec_accept", "spec_update",   "draft_fill"};
   static_assert(sizeof(names) / sizeof(names[0]) == TILEC_TASK_FAMILY_COUNT,
                 "a name for every task family");
   return unsigned(f) < TILEC_TASK_FAMILY_COUNT ? names[f] : "?";
@@ -171,7 +171,8 @@ json toJson(const EngineManifest &m) {
                            {"positions_buffer", m.spec.positionsBuffer},
                            {"forced_buffer", m.spec.forcedBuffer},
                            {"sampling_buffer", m.spec.samplingBuffer},
-                           {"out_buffer", m.spec.outBuffer}};
+                           {"out_buffer", m.spec.outBuffer},
+                           {"drafter_mode", m.spec.drafterMode}};
   if (!m.spec.draftLogitsBuffer.empty())
     j["step"]["dflash"]["draft_logits_buffer"] = m.spec.draftLogitsBuffer;
   j["regions"] = {{"arena_bytes", m.arenaBytes},
@@ -277,6 +278,11 @@ EngineManifest fromJson(const json &j, const std::string &where) {
     m.spec.forcedBuffer = get<std::string>(spec, "forced_buffer", w);
     m.spec.samplingBuffer = get<std::string>(spec, "sampling_buffer", w);
     m.spec.outBuffer = get<std::string>(spec, "out_buffer", w);
+    m.spec.drafterMode = get<std::string>(spec, "drafter_mode", w);
+    if (m.spec.drafterMode != "block" && m.spec.drafterMode != "autoregressive")
+      fail("{}: drafter_mode is \"{}\", expected \"block\" or "
+           "\"autoregressive\"",
+           w, m.spec.drafterMode);
     if (spec.contains("draft_logits_buffer"))
       m.spec.draftLogitsBuffer =
           get<std::string>(spec, "draft_logits_buffer", w);

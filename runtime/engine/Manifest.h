@@ -67,7 +67,11 @@ struct SpecInfo {
   std::string tokensBuffer, positionsBuffer, forcedBuffer, outBuffer;
   std::string samplingBuffer;    // int32 [2]: temperature (f32 bits), seed
   std::string draftLogitsBuffer; // "" unless compiled with --draft-logits
+  /// How the step drafts: "block" (one drafter pass over [bonus, MASK...])
+  /// or "autoregressive" (tilec --ar-drafter: B-1 passes, one token each).
+  std::string drafterMode = "block";
   bool enabled() const { return !outBuffer.empty(); }
+  bool autoregressive() const { return drafterMode == "autoregressive"; }
 };
 
 struct EngineManifest {

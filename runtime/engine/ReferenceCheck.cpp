@@ -87,7 +87,8 @@ ReferenceCheck checkAgainstReference(Executor &executor, const Model &model,
 DraftCheck checkDrafts(const Model &model, WeightSource &weights,
                        const std::vector<int32_t> &prompt, int64_t count,
                        const DflashStats &engine,
-                       const std::vector<int32_t> *oracle) {
+                       const std::vector<int32_t> *oracle,
+                       bool autoregressive) {
   const std::vector<std::vector<int32_t>> &drafts = engine.drafts;
   DraftCheck check;
   if (!model.drafter)
@@ -95,13 +96,14 @@ DraftCheck checkDrafts(const Model &model, WeightSource &weights,
   if (drafts.empty())
     return check;
   const int64_t B = int64_t(drafts.front().size());
-  DflashReference reference(model, weights, /*roundActivations=*/true);
+  DflashReference reference(model, weights, /*roundActivations=*/true,
+                            autoregressive);
   DflashReference::Stats stats;
   reference.generate(prompt, count, B, &stats, oracle);
-  int64_t steps = std::min<int64_t>(int64_t(drafts.size()),
-                                    int64_t(stats.draftLogits.size()));
+  int64_t steps =
+      std::min<int64_t>(int64_t(drafts.size()), int64_t(stats.drafts.size()));
   for (int64_t s = 0; s < steps; ++s) {
-    std::vector<int32_t> expected = ref::argmax(stats.draftLogits[size_t(s)]);
+    const std::vector<int32_t> &expected = stats.drafts[size_t(s)];
     const std::vector<int32_t> &got = drafts[size_t(s)];
     bool same = true;
     for (int64_t j = 1; j < B && j < int64_t(got.size()); ++j) {

@@ -38,7 +38,10 @@ ReferenceCheck checkAgainstReference(Executor &executor, const Model &model,
 /// The drafts of a DFlash engine against the reference drafter's
 /// (models/core/Dflash.h) on the same sequence: drafts[i] is the block the
 /// engine drafted before decode step i ([last token, drafts...]); `oracle` as
-/// in DflashOptions (the reference takes the same blocks from it).
+/// in DflashOptions (the reference takes the same blocks from it);
+/// `autoregressive`: the engine's drafter mode (EngineManifest's SpecInfo),
+/// which the reference drafter then runs in too (its draft logits being the
+/// last pass's).
 struct DraftCheck {
   int64_t steps = 0;  // decode steps compared
   int64_t tokens = 0; // draft tokens compared (B - 1 per step)
@@ -52,6 +55,7 @@ struct DraftCheck {
 DraftCheck checkDrafts(const Model &model, WeightSource &weights,
                        const std::vector<int32_t> &prompt, int64_t count,
                        const DflashStats &engine,
-                       const std::vector<int32_t> *oracle = nullptr);
+                       const std::vector<int32_t> *oracle = nullptr,
+                       bool autoregressive = false);
 
 } // namespace tilec

@@ -36,7 +36,9 @@ const char *familyName(int64_t family) {
   static const char *names[] = {"EMBED",       "LINEAR",        "ATTENTION",
                                 "ROUTER_TOPK", "MOE_GATE_UP",   "MOE_DOWN",
                                 "MOE_COMBINE", "ARGMAX_REDUCE", "CONCAT",
-                                "SPEC_ACCEPT", "SPEC_UPDATE"};
+                                "SPEC_ACCEPT", "SPEC_UPDATE",   "DRAFT_FILL"};
+  static_assert(sizeof(names) / sizeof(names[0]) == TILEC_TASK_FAMILY_COUNT,
+                "a name for every task family");
   return family >= 0 && family < TILEC_TASK_FAMILY_COUNT ? names[family] : "?";
 }
 
@@ -61,6 +63,7 @@ const std::vector<const char *> &requiredParams(TilecTaskFamily family) {
       {"T", "tiles"},
       {"T", "W", "OUT_W", "norm"},
       {"T", "mask_token"},
+      {"T"},
       {"T"}};
   return table[family];
 }
@@ -1075,6 +1078,20 @@ void runSpecUpdate(TaskRun &r) {
              "the step state's positions");
 }
 
+/// DRAFT_FILL: out = block with slot `index` replaced by drafted[index].
+void runDraftFill(TaskRun &r) {
+  int64_t T = r.param("T"), index = r.arg(TILEC_FILL_INDEX);
+  if (index < 1 || index >= T)
+    r.error("slot {} is outside [1, {}]", index, T - 1);
+  std::vector<int32_t> block =
+      r.i32s(kArena, r.arg(TILEC_FILL_BLOCK), T, "the block drafted so far");
+  int32_t drafted = r.i32s(kArena, r.arg(TILEC_FILL_DRAFTED) + 4 * index, 1,
+                           "the drafter's argmax at the slot")[0];
+  block[size_t(index)] = drafted;
+  r.storeI32(kArena, r.arg(TILEC_FILL_OUT), block.data(), T,
+             "the block with the slot filled");
+}
+
 } // namespace
 
 //===----------------------------------------------------------------------===//
@@ -1393,6 +1410,9 @@ void HostExecutor::Impl::runTask(int sm) {
     break;
   case TILEC_TASK_SPEC_UPDATE:
     runSpecUpdate(run);
+    break;
+  case TILEC_TASK_DRAFT_FILL:
+    runDraftFill(run);
     break;
   case TILEC_TASK_ARGMAX_REDUCE:
     runArgmaxReduce(run);

@@ -12,7 +12,9 @@
 #  5. pro-slice (MiMo-V2.5-Pro's per-layer shapes, synthetic weights): the
 #     plain one-token step against the DFlash step (8 tokens, random drafter:
 #     ~1 accepted) and the DFlash step with oracle drafts (8 accepted);
-#     kernel time per step and tokens per second.
+#     kernel time per step and tokens per second; the same step with the
+#     autoregressive drafter (ps-ar: its tokens/s against ps-dflash's is the
+#     gain of block drafting).
 # Prints a table last; logs and JSON go to $OUT.
 #
 # Usage: tests/gpu/dflash_check.sh ENGINES_DIR
@@ -90,7 +92,7 @@ if d:
 print(s)
 PY
 }
-for e in d-tiny d-groups d-window d-pro; do
+for e in d-tiny d-groups d-window d-pro ar-tiny; do
   for mode in plain oracle corrupt; do
     args=()
     case $mode in oracle) args=(--oracle-draft) ;; corrupt) args=(--oracle-draft --corrupt-drafts 3) ;; esac
@@ -115,14 +117,15 @@ print(n, len(a))" "$a" "$b")
 done
 
 # 5. pro-slice: plain vs DFlash vs DFlash with oracle drafts.
-for spec in "ps-plain plain" "ps-plain8 plain" "ps-dflash plain" "ps-dflash oracle"; do
+for spec in "ps-plain plain" "ps-plain8 plain" "ps-dflash plain" "ps-dflash oracle" \
+            "ps-ar plain" "ps-ar oracle"; do
   set -- $spec
   args=()
   [ "$2" = oracle ] && args=(--oracle-draft)
   if timeout 300 "$run" run "$engines/$1" --executor gpu --prompt-ids 3,1,4,1,5,9,2,6 -n 64 \
        "${args[@]}" --json >"$out/$1-$2.json" 2>"$out/$1-$2.log"; then v=PASS; else v=FAIL; fi
   # The same with per-task trace stamps: where the DFlash step's time goes.
-  case $1 in *dflash*)
+  case $1 in *dflash* | *-ar)
     timeout 300 "$run" run "$engines/$1" --executor gpu --prompt-ids 3,1,4,1,5,9,2,6 -n 64 \
       "${args[@]}" --trace 2>&1 >/dev/null | grep phases | tee -a "$out/phases.txt"
     row "$1 $2 phases" info "$(sed -n 's/.*phases overlap): //p' "$out/phases.txt" | tail -1)" ;;

@@ -2,8 +2,10 @@
 # Compiles the engines tests/gpu/dflash_check.sh runs (on a machine with LLVM;
 # the GPU host has none): DFlash engines of the tiny presets (two keep their
 # draft logits), plain ones for comparison, copies compiled without buffer
-# reuse for `tile-run compare`, and pro-slice (MiMo-V2.5-Pro's per-layer
-# shapes, with and without its drafter). The IR dumps are left out.
+# reuse for `tile-run compare`, pro-slice (MiMo-V2.5-Pro's per-layer
+# shapes, with and without its drafter), and autoregressive-drafter engines
+# (--ar-drafter: the baseline for the gain of block drafting). The IR dumps
+# are left out.
 #
 # Usage: tests/gpu/make_dflash_engines.sh OUT_DIR [TILEC]
 set -euo pipefail
@@ -32,7 +34,9 @@ make p-pro tiny-pro --no-drafter
 make nr-d-tiny tiny --pipeline "$(noreuse tiny)"
 make nr-d-pro tiny-pro --pipeline "$(noreuse tiny-pro)"
 make nr-p-groups tiny-groups --no-drafter --pipeline "$(noreuse tiny-groups --no-drafter)"
+make ar-tiny tiny --ar-drafter --draft-logits
 make ps-dflash pro-slice
+make ps-ar pro-slice --ar-drafter
 make ps-plain pro-slice --no-drafter
 make ps-plain8 pro-slice --no-drafter --tokens 8
 make nr-ps-plain pro-slice --no-drafter --pipeline "$(noreuse pro-slice --no-drafter)"

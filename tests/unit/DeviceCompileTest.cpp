@@ -155,7 +155,8 @@ struct Dispatch {
     case 19: tilec::moe_gate_up_task<4, 64, 64, 8, 2, 8, 32, TILEC_FMT_FP8>(t, c); break;
     case 20: tilec::moe_down_task<4, 64, 64, 8, 2, 8, 32, TILEC_FMT_BF16>(t, c); break;
     // DFlash: the drafter's q/k with head norms, its bidirectional block
-    // attention, a capped lm_head, the taps and the accept/update tasks.
+    // attention, a capped lm_head, the taps, the accept/update tasks and the
+    // autoregressive drafter's fill.
     case 21: tilec::linear_task<8, 6144, 16384, 128, TILEC_FMT_BF16, TILEC_PRO_RMSNORM, TILEC_EPI_ROPE_STORE, 128, 128, 64, 0, 1, 0>(t, c); break;
     case 22: tilec::linear_task<8, 6144, 1024, 128, TILEC_FMT_BF16, TILEC_PRO_RMSNORM, TILEC_EPI_ROPE_KCACHE, 8, 128, 64, 1032, 1, 0>(t, c); break;
     case 23: tilec::attention_task<8, 128, 8, 128, 128, 1024, 1032, 1, 1>(t, c); break;
@@ -165,6 +166,7 @@ struct Dispatch {
     case 27: tilec::spec_accept_task<8, 8191, 152576>(t, c); break;
     case 28: tilec::spec_update_task<8>(t, c); break;
     case 29: tilec::attention_task<4, 4, 2, 16, 16, 16, 20, 0, 0>(t, c); break;
+    case 30: tilec::draft_fill_task<8>(t, c); break;
     default: break;
     }
   }

@@ -5,8 +5,9 @@
 // tests/oracle/dflash_oracle.py): the same blocks verified step by step and the
 // same draft logits. Then the loop's own properties on the presets: greedy
 // DFlash equals plain greedy decoding of the target for every block size, the
-// oracle-draft mode accepts whole blocks, and the caches stay consistent over
-// 1000+ steps past both sliding windows.
+// oracle-draft mode accepts whole blocks, the caches stay consistent over
+// 1000+ steps past both sliding windows, and the autoregressive drafter mode
+// (one slot per drafter pass) is lossless and records its passes' drafts.
 //
 //===----------------------------------------------------------------------===//
 #include "models/core/Dflash.h"
@@ -172,6 +173,108 @@ TEST(DflashReference, CachesStayConsistentOverLongRuns) {
   ASSERT_EQ(again.data.size(), last.data.size() + size_t(again.dim(1)));
   for (size_t i = 0; i < last.data.size(); ++i)
     ASSERT_NEAR(last.data[i], again.data[size_t(again.dim(1)) + i], 1e-4) << i;
+}
+
+/// The context features of `sequence` (what DflashReference appends after a
+/// prefill of it): the target's hidden states after the tapped layers.
+ref::Tensor tapsOf(const Model &model, WeightSource &weights,
+                   const std::vector<int32_t> &sequence) {
+  ReferenceModel target(model.target, weights);
+  ReferenceModel::Output all = target.forward(sequence, /*keepHidden=*/true);
+  const DrafterConfig &d = *model.drafter;
+  int64_t H = model.target.hiddenSize, n = int64_t(d.targetLayerIds.size());
+  ref::Tensor taps({int64_t(sequence.size()), n * H});
+  for (int64_t r = 0; r < taps.dim(0); ++r)
+    for (int64_t k = 0; k < n; ++k) {
+      int64_t id = d.targetLayerIds[size_t(k)];
+      const ref::Tensor &h = id == model.target.numLayers - 1
+                                 ? all.normed
+                                 : all.hidden[size_t(id)];
+      std::copy_n(h.row(r), H, taps.row(r) + k * H);
+    }
+  return taps;
+}
+
+/// The autoregressive drafter (tilec --ar-drafter's reference): pass k runs
+/// the drafter over [t, d_1 .. d_(k-1), MASK...] and takes its argmax at slot
+/// k. Its first pass is the block drafter's pass (same slot 1); the last
+/// pass's logits are what it returns; the context is left as it was.
+TEST(DflashReference, AutoregressiveDraftFillsOneSlotPerPass) {
+  for (const char *name : {"tiny", "tiny-window", "tiny-pro"}) {
+    SCOPED_TRACE(name);
+    Model model = loadModel(name);
+    SyntheticWeights weights(model, 6);
+    std::vector<int32_t> prompt = promptFor(model, 9, 5);
+    ReferenceDrafter drafter(*model.drafter, model.target, weights);
+    drafter.appendContext(tapsOf(model, weights, prompt));
+    const int64_t start = int64_t(prompt.size());
+    const int32_t last = 17, mask = int32_t(model.drafter->maskTokenId);
+    for (int64_t B : {2, 4, 8}) {
+      SCOPED_TRACE(B);
+      ref::Tensor lastPass;
+      std::vector<int32_t> block =
+          drafter.draftAutoregressive(last, start, B, &lastPass);
+      ASSERT_EQ(int64_t(block.size()), B);
+      EXPECT_EQ(block[0], last);
+      EXPECT_EQ(block[1], ref::argmax(drafter.draft(last, start, B))[1]);
+      for (int64_t k = 1; k < B; ++k) {
+        std::vector<int32_t> input(block.begin(), block.begin() + k);
+        input.resize(size_t(B), mask);
+        ref::Tensor logits = drafter.draft(input, start);
+        EXPECT_EQ(ref::argmax(logits)[size_t(k)], block[size_t(k)]) << k;
+        if (k == B - 1) {
+          EXPECT_EQ(logits.data, lastPass.data);
+        }
+      }
+      EXPECT_EQ(drafter.contextLength(), start);
+    }
+  }
+}
+
+/// DFlash with the autoregressive drafter is lossless too (block sizes 2 to
+/// 8), oracle drafts are still accepted whole, and the drafts and draft
+/// logits it records are its passes' (the first step's block: the context of
+/// the prompt).
+TEST(DflashReference, AutoregressiveIsLosslessAndRecordsItsDrafts) {
+  for (const char *name : {"tiny", "tiny-groups", "tiny-window", "tiny-pro"}) {
+    Model model = loadModel(name);
+    SyntheticWeights weights(model, 7);
+    std::vector<int32_t> prompt = promptFor(model, 6, 6);
+    ReferenceModel target(model.target, weights);
+    std::vector<int32_t> greedy = target.generateGreedy(prompt, 48);
+    DflashReference ar(model, weights, /*roundActivations=*/false,
+                       /*autoregressive=*/true);
+    ReferenceDrafter drafter(*model.drafter, model.target, weights);
+    drafter.appendContext(tapsOf(model, weights, prompt));
+    for (int64_t B : {2, 4, 8}) {
+      SCOPED_TRACE(std::string(name) + " B=" + std::to_string(B));
+      DflashReference::Stats stats;
+      EXPECT_EQ(ar.generate(prompt, 24, B, &stats),
+                std::vector<int32_t>(greedy.begin(), greedy.begin() + 24));
+      ASSERT_FALSE(stats.drafts.empty());
+      ASSERT_EQ(stats.drafts.size(), stats.draftLogits.size());
+      for (int64_t a : stats.accepted) {
+        EXPECT_GE(a, 1);
+        EXPECT_LE(a, B);
+      }
+      ref::Tensor lastPass;
+      std::vector<int32_t> first = drafter.draftAutoregressive(
+          greedy[0], int64_t(prompt.size()), B, &lastPass);
+      EXPECT_EQ(stats.drafts[0],
+                std::vector<int32_t>(first.begin() + 1, first.end()));
+      const ref::Tensor &kept = stats.draftLogits[0];
+      ASSERT_EQ(kept.dim(0), B - 1);
+      EXPECT_EQ(std::vector<float>(lastPass.data.begin() + kept.dim(1),
+                                   lastPass.data.end()),
+                kept.data);
+
+      DflashReference::Stats oracle;
+      EXPECT_EQ(ar.generate(prompt, 40, B, &oracle, &greedy),
+                std::vector<int32_t>(greedy.begin(), greedy.begin() + 40));
+      for (int64_t a : oracle.accepted)
+        EXPECT_EQ(a, B);
+    }
+  }
 }
 
 TEST(DflashReference, BadArgumentsAreNamed) {

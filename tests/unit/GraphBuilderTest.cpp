@@ -65,6 +65,63 @@ TEST(GraphBuilder, RejectsBadOptions) {
   options.maxContext = 4;
   EXPECT_FALSE(buildGraph(context, *model, options, error));
   EXPECT_EQ(error, "max context (4) must be at least the tokens per step (8)");
+
+  // The autoregressive drafter mode needs the drafter and blocks of 2 or more.
+  GraphOptions ar;
+  ar.arDrafter = true;
+  ar.withDrafter = false;
+  EXPECT_FALSE(buildGraph(context, *model, ar, error));
+  EXPECT_EQ(error,
+            "the autoregressive drafter mode needs the model's DFlash drafter");
+  ar.withDrafter = true;
+  ar.tokens = 1;
+  EXPECT_FALSE(buildGraph(context, *model, ar, error));
+  EXPECT_EQ(error, "the autoregressive drafter mode drafts blocks of at least "
+                   "2 tokens, got 1");
+}
+
+/// The autoregressive step: B-1 drafter passes (one lm_head argmax each),
+/// chained through draft_fill with slots 1 .. B-1, the last one stored.
+TEST(GraphBuilder, AutoregressiveDrafterStep) {
+  Expected<Model> model = loadModelNoThrow("tiny");
+  ASSERT_TRUE(bool(model));
+  mlir::MLIRContext context;
+  std::string error;
+  for (bool autoregressive : {false, true}) {
+    GraphOptions options;
+    options.functions = {"dflash_step"};
+    options.arDrafter = autoregressive;
+    mlir::OwningOpRef<mlir::ModuleOp> module =
+        buildGraph(context, *model, options, error);
+    ASSERT_TRUE(module) << error;
+    const int64_t B = model->drafter->blockSize;
+    std::vector<int64_t> indices;
+    mlir::Value last;
+    int64_t embeds = 0;
+    module->walk([&](mlir::Operation *op) {
+      if (auto fill = mlir::dyn_cast<mlir::tile::DraftFillOp>(op)) {
+        indices.push_back(fill.getIndex());
+        last = fill.getResult();
+        // Each fill takes the previous one's block (the first: accept's).
+        if (indices.size() > 1)
+          EXPECT_TRUE(fill.getBlock().getDefiningOp<mlir::tile::DraftFillOp>());
+        else
+          EXPECT_TRUE(fill.getBlock().getDefiningOp<mlir::tile::AcceptOp>());
+      }
+      embeds += mlir::isa<mlir::tile::EmbedOp>(op);
+      if (auto update = mlir::dyn_cast<mlir::tile::SpecUpdateOp>(op))
+        if (autoregressive) {
+          EXPECT_EQ(update.getDrafted(), last);
+        }
+    });
+    // One target embedding, then one drafter pass per drafted slot.
+    EXPECT_EQ(embeds, 1 + (autoregressive ? B - 1 : 1));
+    std::vector<int64_t> expected;
+    if (autoregressive)
+      for (int64_t k = 1; k < B; ++k)
+        expected.push_back(k);
+    EXPECT_EQ(indices, expected);
+  }
 }
 
 } // namespace

@@ -727,6 +727,62 @@ TEST(HostMoe, GateUpDownCombineEveryFormat) {
 }
 
 //===----------------------------------------------------------------------===//
+// DRAFT_FILL
+//===----------------------------------------------------------------------===//
+
+/// The autoregressive drafter's fill: two chained DRAFT_FILLs on two SMs put
+/// slots 1 and 3 of the drafter's argmax into the block, nothing else; a slot
+/// outside [1, T-1] is reported.
+TEST(HostDraftFill, FillsOneSlotAndRejectsOthers) {
+  const int64_t T = 4;
+  auto build = [&](int64_t firstIndex, int64_t &block, int64_t &drafted,
+                   int64_t &out) {
+    EngineBuilder b(2, T);
+    block = b.i32Buffer("block", {T});
+    drafted = b.i32Buffer("drafted", {T});
+    int64_t mid = b.i32Buffer("mid", {T});
+    out = b.i32Buffer("out", {T});
+    int64_t inst = b.instance(TILEC_TASK_DRAFT_FILL, {{"T", T}});
+    int64_t first = b.op("fill1", inst,
+                         {{{TILEC_FILL_BLOCK, block},
+                           {TILEC_FILL_DRAFTED, drafted},
+                           {TILEC_FILL_OUT, mid},
+                           {TILEC_FILL_INDEX, firstIndex}}});
+    b.op("fill3", inst,
+         {{{TILEC_FILL_BLOCK, mid},
+           {TILEC_FILL_DRAFTED, drafted},
+           {TILEC_FILL_OUT, out},
+           {TILEC_FILL_INDEX, 3}}},
+         {b.all(first)});
+    return std::make_pair(b.finish(), b.weightBytes());
+  };
+  int64_t block, drafted, out;
+  for (uint64_t seed : {0, 1, 2, 3}) {
+    auto [m, bytes] = build(1, block, drafted, out);
+    HostOptions o;
+    o.interleavingSeed = seed;
+    HostExecutor ex(m, bytes, o);
+    put(ex, block, std::vector<int32_t>{7, 511, 511, 511});
+    put(ex, drafted, std::vector<int32_t>{40, 41, 42, 43});
+    ex.runStep();
+    EXPECT_EQ(get<int32_t>(ex.arena(), out, T),
+              (std::vector<int32_t>{7, 41, 511, 43}));
+    // The input block is left as it was.
+    EXPECT_EQ(get<int32_t>(ex.arena(), block, T),
+              (std::vector<int32_t>{7, 511, 511, 511}));
+  }
+  for (int64_t bad : {0, 4, -1}) {
+    auto [m, bytes] = build(bad, block, drafted, out);
+    HostExecutor ex(m, bytes);
+    std::string message = errorOf([&] { ex.runStep(); });
+    EXPECT_NE(message.find("(op fill1) (DRAFT_FILL instance 0): slot " +
+                           std::to_string(bad) + " is outside [1, 3]"),
+              std::string::npos)
+        << message;
+  }
+}
+
+//===----------------------------------------------------------------------===//
 // Event checking and scheduling
 //===----------------------------------------------------------------------===//
 

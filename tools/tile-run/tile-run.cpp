@@ -377,7 +377,8 @@ int runEngine(const RunOptions &o) {
     check = checkAgainstReference(*executor, model, *source, ids, tokens);
     if (dflash)
       drafts = checkDrafts(model, *source, ids, o.count, spec,
-                           o.oracleDraft ? &oracle : nullptr);
+                           o.oracleDraft ? &oracle : nullptr,
+                           manifest.spec.autoregressive());
   }
   if (o.json) {
     nlohmann::json out = {{"engine", o.engineDir},
@@ -396,6 +397,7 @@ int runEngine(const RunOptions &o) {
                           {"tokens_per_second", decodeRate}};
     if (dflash) {
       out["mode"] = o.oracleDraft ? "dflash-oracle-draft" : "dflash";
+      out["drafter_mode"] = manifest.spec.drafterMode;
       out["temperature"] = o.temperature;
       out["sample_seed"] = o.sampleSeed;
       out["corrupt_drafts"] = o.corruptEvery;
@@ -447,10 +449,10 @@ int runEngine(const RunOptions &o) {
   if (dflash) {
     std::vector<int64_t> histogram = spec.histogram(manifest.tokens);
     std::cerr << fmt::format(
-        "tile-run: DFlash{} (blocks of {}): {:.2f} tokens accepted per step "
-        "on average; steps by tokens accepted (1..{}): {}\n",
-        o.oracleDraft ? " with oracle drafts" : "", manifest.tokens,
-        spec.meanAccepted(), manifest.tokens,
+        "tile-run: DFlash{} ({} drafter, blocks of {}): {:.2f} tokens "
+        "accepted per step on average; steps by tokens accepted (1..{}): {}\n",
+        o.oracleDraft ? " with oracle drafts" : "", manifest.spec.drafterMode,
+        manifest.tokens, spec.meanAccepted(), manifest.tokens,
         fmt::join(histogram.begin() + 1, histogram.end(), " "));
   }
   if (!onHost)

@@ -5,7 +5,9 @@
 //   tilec MODEL --emit=graph|tasks [-o FILE]
 //
 // A model with a DFlash drafter compiles @dflash_step (verify, accept and
-// draft in one launch; --no-drafter: plain greedy @target steps).
+// draft in one launch; --no-drafter: plain greedy @target steps;
+// --ar-drafter: the drafter drafts one token per pass, the baseline for the
+// gain of block drafting).
 //
 // MODEL is a preset name or a model directory. The engine directory is what
 // tile-run loads: manifest.json, tasks.bin, kernel.cu, and ir/ with the IR
@@ -80,6 +82,12 @@ cl::opt<bool> keepDraftLogits(
     cl::desc("DFlash engines: keep the drafter's logits readable (tile-run "
              "--check compares them with the reference drafter's; one more "
              "[T, V] f32 store per step)"),
+    cl::init(false), cl::cat(category));
+cl::opt<bool> arDrafter(
+    "ar-drafter",
+    cl::desc("DFlash engines: draft autoregressively, one token per drafter "
+             "pass (B-1 passes per step) instead of the whole block in one; "
+             "the baseline that measures the gain of block drafting"),
     cl::init(false), cl::cat(category));
 cl::opt<int64_t>
     tokensPerStep("tokens",
@@ -167,6 +175,12 @@ int main(int argc, char **argv) {
                          : tilec::loadModelNoThrow(name, drafterDir);
   if (!model)
     return error(model.error());
+  if (arDrafter && noDrafter)
+    return error("--ar-drafter drafts with the DFlash drafter, which "
+                 "--no-drafter drops");
+  if (arDrafter && !model->drafter)
+    return error("--ar-drafter: " + name +
+                 " has no DFlash drafter (give one with --drafter DIR)");
   if (noDrafter)
     model->drafter.reset();
   if (numLayers < 0 || numLayers > model->target.numLayers)
@@ -180,6 +194,11 @@ int main(int argc, char **argv) {
     if (model->drafter)
       for (int64_t id : model->drafter->targetLayerIds)
         if (id >= numLayers) {
+          if (arDrafter)
+            return error("--ar-drafter: --num-layers " +
+                         std::to_string(numLayers) + " drops layer " +
+                         std::to_string(id) +
+                         ", which the DFlash drafter taps");
           errs() << "tilec: note: --num-layers " << numLayers << " drops layer "
                  << id << ", which the DFlash drafter taps; building a plain "
                  << "greedy-decoding step\n";
@@ -203,6 +222,7 @@ int main(int argc, char **argv) {
   options.tokens = tokensPerStep;
   options.maxContext = maxContext;
   options.draftLogits = keepDraftLogits;
+  options.arDrafter = arDrafter;
   if (emit != Emit::Graph)
     options.functions = {function};
   std::string message;
@@ -270,6 +290,9 @@ int main(int argc, char **argv) {
   errs() << "tilec: wrote " << output << ": " << manifest.taskCount()
          << " tasks on " << manifest.sms << " SMs, "
          << manifest.instances.size() << " task bodies, "
-         << manifest.weightBytes << " bytes of weights\n";
+         << manifest.weightBytes << " bytes of weights";
+  if (manifest.spec.enabled())
+    errs() << ", " << manifest.spec.drafterMode << " drafter";
+  errs() << "\n";
   return 0;
 }

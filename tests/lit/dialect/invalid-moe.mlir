@@ -1,4 +1,4 @@
-// Every verifier error of the router, moe, accept and collective ops.
+// Every verifier error of the router, moe, accept, draft_fill and collective ops.
 // RUN: tile-opt %s --split-input-file --verify-diagnostics
 
 tile.weight @gate : tensor<8x64xf32> = "g"
@@ -160,6 +160,54 @@ tile.state @spec.positions : tensor<8xi32>
 func.func @f(%d: tensor<4xi32>) {
   // expected-error @+1 {{'tile.spec_update' op state @spec.positions holds 'tensor<8xi32>', expected 'tensor<4xi32>'}}
   tile.spec_update %d, %d, %d into @spec.tokens, @spec.positions : tensor<4xi32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<4xi32>) {
+  // expected-error @+1 {{'tile.draft_fill' op index 0 is not a drafted slot of a block of 4 (1 to 3)}}
+  %r = tile.draft_fill %d, %d index(0) : tensor<4xi32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<4xi32>) {
+  // expected-error @+1 {{'tile.draft_fill' op index 4 is not a drafted slot of a block of 4 (1 to 3)}}
+  %r = tile.draft_fill %d, %d index(4) : tensor<4xi32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<1xi32>) {
+  // expected-error @+1 {{'tile.draft_fill' op blocks of 2 to 16 tokens, got 1}}
+  %r = tile.draft_fill %d, %d index(1) : tensor<1xi32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<17xi32>) {
+  // expected-error @+1 {{'tile.draft_fill' op blocks of 2 to 16 tokens, got 17}}
+  %r = tile.draft_fill %d, %d index(1) : tensor<17xi32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<2x4xi32>) {
+  // expected-error @+1 {{'tile.draft_fill' op block must have rank 1, got 'tensor<2x4xi32>'}}
+  %r = tile.draft_fill %d, %d index(1) : tensor<2x4xi32>
+  return
+}
+
+// -----
+
+func.func @f(%a: tensor<4xi32>, %b: tensor<8xi32>) {
+  // expected-error @+1 {{'tile.draft_fill' op failed to verify that all of {block, drafted, result} have same type}}
+  %r = "tile.draft_fill"(%a, %b) {index = 1 : i64} : (tensor<4xi32>, tensor<8xi32>) -> tensor<4xi32>
   return
 }
 

@@ -105,6 +105,13 @@ func.func @layer(%ids: tensor<4xi32>, %pos: tensor<4xi32>, %count: i32)
   %c, %nt, %np = tile.accept %blk, %p at %spos forced(%forced) sample(%logits, %sampling) mask_token(511) : tensor<4xi32>, tensor<1xi32>, tensor<4x512xf32>, tensor<2xi32> -> tensor<5xi32>
   // CHECK: tile.spec_update %[[NT]], %{{.*}}, %[[NP]] into @spec.tokens, @spec.positions : tensor<4xi32>
   tile.spec_update %nt, %p, %np into @spec.tokens, @spec.positions : tensor<4xi32>
+  // The autoregressive drafter mode: one drafted slot at a time.
+  // CHECK: %[[F1:.*]] = tile.draft_fill %[[NT]], %{{.*}} index(1) : tensor<4xi32>
+  %f1 = tile.draft_fill %nt, %p index(1) : tensor<4xi32>
+  // CHECK: %[[F3:.*]] = tile.draft_fill %[[F1]], %{{.*}} index(3) : tensor<4xi32>
+  %f3 = tile.draft_fill %f1, %p index(3) : tensor<4xi32>
+  // CHECK: tile.spec_update %[[NT]], %[[F3]], %[[NP]] into @spec.tokens, @spec.positions : tensor<4xi32>
+  tile.spec_update %nt, %f3, %np into @spec.tokens, @spec.positions : tensor<4xi32>
   // CHECK: tile.concat %{{.*}}, %{{.*}} axis(1) {eps = 1.000000e-05 : f64, norms = [unit, @ln]}
   %normed = tile.concat %x1, %sm axis(1) {norms = [unit, @ln], eps = 1.0e-5 : f64} : tensor<4x64xbf16>, tensor<4x64xbf16> -> tensor<4x128xbf16>
   return %c, %t : tensor<5xi32>, !tile.token
