@@ -85,7 +85,12 @@ std::vector<int32_t> parseIds(const std::string &text, int64_t vocabSize) {
 
 int runReference(const std::string &name, const std::string &prompt,
                  int64_t count, bool synthetic, uint64_t seed, bool json) {
-  Model model = loadModel(name);
+  // An engine directory: the model it was compiled from (--num-layers too).
+  std::error_code ec;
+  const bool engine =
+      std::filesystem::is_regular_file(name + "/manifest.json", ec);
+  Model model = engine ? engineModel(readEngine(name)) : loadModel(name);
+  synthetic = synthetic || (engine && model.dir.empty());
   std::unique_ptr<WeightSource> weights = openWeights(model, synthetic, seed);
   std::vector<int32_t> ids = parseIds(prompt, model.target.vocabSize);
   ReferenceModel reference(model.target, *weights);
@@ -663,7 +668,9 @@ int main(int argc, char **argv) {
   int64_t refCount = 16;
   bool refSynthetic = false, refJson = false;
   uint64_t refSeed = 0;
-  reference->add_option("model", refModel, "Preset name or model directory")
+  reference
+      ->add_option("model", refModel,
+                   "Preset name, model directory or engine directory")
       ->required();
   reference->add_option("--prompt-ids", refPrompt,
                         "Comma-separated prompt token ids");

@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# One GPU call of measurements, with engines from bench/gpu/make_engines.sh
+# (compiled where LLVM is, carried). Builds tile-run (runtime only), NVRTC-compiles
+# every engine in parallel, measures the HBM bandwidth, then runs the sections asked
+# for, and prints a table last. Logs, JSON and traces go to $OUT (logs.tar.gz).
+#
+# Sections:
+#   issue5  one full-size MiMo-V2.5-Pro layer (weights past 2^31 bytes) and one
+#           V2-Flash layer: tokens, per-task trace, GPU vs host executor buffer by
+#           buffer, compute-sanitizer memcheck
+#   perop   megakernel against the one-kernel-per-op mode (same engine, same task
+#           bodies): tiny and pro-slice, plain and DFlash (random and oracle drafts)
+#   torch   PyTorch eager / CUDA graph (bench/torch_baseline.py) against the engine
+#           on the same model and weights (bench/models/flash-4l, bf16)
+#   race    compute-sanitizer racecheck on the tiny engine
+#   ar      DFlash with the autoregressive drafter against the block drafter
+#
+# Usage: bench/gpu/run.sh ENGINES_DIR SECTION...
+set -uo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+engines=$(cd "$1" && pwd)
+shift
+sections=" $* "
+out=${OUT:-$repo/build-gpu/out}
+build=$repo/build-gpu
+mkdir -p "$out/logs" "$build"
+logs=$out/logs
+export TILEC_DEVICE_INCLUDE=$repo
+export XDG_CACHE_HOME=$build/xdg-cache
+export NCCL_NVLS_ENABLE=0
+rows=()
+row() { # also appended to $OUT/rows.txt at once: a run cut short keeps its rows
+  rows+=("$(printf "%-36s %-5s %s" "$1" "$2" "$3")")
+  printf '%s\n' "${rows[-1]}" >>"$out/rows.txt"
+}
+want() { [[ $sections == *" $1 "* ]]; }
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm \
+  --format=csv,noheader | tee "$logs/gpu.txt"
+start=$(date +%s)
+if cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTILEC_RUNTIME_ONLY=ON \
+     -DTILEC_BUILD_FUZZERS=OFF -DTILEC_BUILD_TESTS=OFF >"$logs/configure.log" 2>&1 &&
+   ninja -C "$build" -j "$(nproc)" tile-run >"$logs/build.log" 2>&1; then
+  row "build tile-run" PASS "$(($(date +%s) - start)) s, $(grep -c 'warning:' "$logs/build.log") warnings"
+else
+  tail -30 "$logs/build.log"
+  row "build tile-run" FAIL "see build.log"
+fi
+run=$build/bin/tile-run
+
+# NVRTC: every engine at once (the cache then serves tile-run run).
+start=$(date +%s)
+for e in "$engines"/*/; do
+  n=$(basename "$e")
+  "$run" compile "$e" >"$logs/nvrtc-$n.log" 2>&1 &
+done
+wait
+row "NVRTC, all engines in parallel" info "$(($(date +%s) - start)) s wall; $(cat "$logs"/nvrtc-*.log | grep -c 'compiled,') compiled"
+
+bw=$(timeout 120 python3 - <<'PY' 2>"$logs/bandwidth.log"
+import torch
+n = 1 << 30
+bufs = [(torch.empty(n, dtype=torch.uint8, device="cuda"),
+         torch.empty(n, dtype=torch.uint8, device="cuda")) for _ in range(4)]
+for a, b in bufs:
+    a.random_(0, 255)
+s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+times = []
+for i in range(40):
+    a, b = bufs[i % 4]
+    s.record(); b.copy_(a); e.record(); e.synchronize()
+    times.append(s.elapsed_time(e))
+times = sorted(times[8:])
+print(f"{2 * n / (times[len(times) // 2] * 1e-3) / 1e9:.0f}")
+PY
+)
+row "HBM copy bandwidth" info "${bw:-?} GB/s (read + write, torch D2D copy, median)"
+
+# summ JSON: one line (mode, accepted, kernel ms, tokens/s, launches, first tokens).
+summ() {
+  python3 - "$1" <<'PY'
+import json, sys
+try:
+    r = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+except Exception as e:
+    print(f"no JSON ({e})"); sys.exit()
+acc = r.get("mean_accepted", 1.0)
+ms = r.get("kernel_step_ms_median", 0)
+print(f"{r.get('launch','?')}: {ms:.3f} ms/step ({r.get('launches_per_step', 1)} launches), "
+      f"{acc:.2f} acc/step, {1e3 * acc / ms if ms else 0:.0f} tok/s (kernel), "
+      f"tokens {' '.join(map(str, r['tokens'][:6]))}...")
+PY
+}
+tokens_of() { python3 -c "import json,sys; print(json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])['tokens'])" "$1" 2>/dev/null; }
+prompt=3,1,4,1,5,9,2,6
+
+if want issue5; then
+  for e in pro1 flash1; do
+    timeout 240 "$run" run "$engines/$e" --executor gpu --prompt-ids $prompt -n 8 --json \
+      --trace-out "$logs/trace-$e.json" >"$logs/run-$e.json" 2>"$logs/run-$e.log"
+    rc=$?
+    row "issue5 $e (rc $rc)" info "$(summ "$logs/run-$e.json"); $(grep -o '[0-9]* of [0-9]* tasks stamped' "$logs/run-$e.log")"
+  done
+  for e in nr-pro1 nr-pro2; do
+    [ -d "$engines/$e" ] || continue
+    start=$(date +%s)
+    timeout 400 "$run" compare "$engines/$e" --prompt-ids $prompt --steps 1 \
+      >"$logs/compare-$e.log" 2>&1
+    row "issue5 compare $e (rc $?)" info "$(grep -c 'WRONG' "$logs/compare-$e.log") of $(grep -c '^step' "$logs/compare-$e.log") buffers differ ($(($(date +%s) - start)) s)"
+  done
+fi
+
+if want oracle; then
+  # The transformers oracle's checkpoints (tests/fixtures/oracle: weights far from
+  # ties), compiled as o-CASE: GPU against the CPU reference over 64 tokens, and the
+  # first 32 against transformers' own greedy tokens.
+  for e in "$engines"/o-*/; do
+    c=$(basename "$e"); c=${c#o-}
+    fx=$repo/tests/fixtures/oracle/$c
+    p=$(python3 -c "import json,sys; print(','.join(map(str, json.load(open(sys.argv[1]))['prompt'])))" "$fx/expected.json")
+    timeout 120 "$run" run "$e" --executor gpu --weights "$fx" --prompt-ids "$p" -n 64 --check --json \
+      >"$logs/run-o-$c.json" 2>"$logs/run-o-$c.log"
+    rc=$?
+    hf=$(python3 - "$fx/expected.json" "$logs/run-o-$c.json" <<'PY'
+import json, sys
+want = json.load(open(sys.argv[1]))["tokens"]
+got = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])["tokens"]
+n = next((i for i, (a, b) in enumerate(zip(want, got)) if a != b), min(len(want), len(got)))
+print(f"{n}/{len(want)} = transformers")
+PY
+)
+    row "oracle $c GPU (rc $rc)" info "$(grep -o '[0-9]* of [0-9]* greedy tokens agree[^;]*; logits.*' "$logs/run-o-$c.log"); $hf"
+  done
+fi
+
+if want pro2check; then
+  # One full-size MoE layer (384 MXFP4 experts) after the dense layer 0: GPU
+  # against the CPU reference (which synthesizes only the experts it routes to).
+  start=$(date +%s)
+  timeout 220 "$run" run "$engines/pro2" --executor gpu --prompt-ids 3,1,4,1 -n 2 --check \
+    --json >"$logs/run-pro2.json" 2>"$logs/run-pro2.log"
+  row "pro2 GPU --check (rc $?)" info "$(grep -o '[0-9]* of [0-9]* greedy tokens agree[^;]*; logits.*' "$logs/run-pro2.log") ($(($(date +%s) - start)) s); $(grep -o 'median over decode steps: .*' "$logs/run-pro2.log")"
+fi
+
+if want gputest; then
+  start=$(date +%s)
+  cmake -S "$repo" -B "$build" -DTILEC_BUILD_TESTS=ON >>"$logs/configure.log" 2>&1 &&
+    ninja -C "$build" -j "$(nproc)" GpuRuntimeTest >"$logs/build-test.log" 2>&1
+  (cd "$repo/tests/gpu" && TILEC_SOURCE_DIR=$repo TILEC_BINARY_DIR=$build timeout 300 "$build/bin/GpuRuntimeTest" --gtest_brief=1 \
+    --gtest_filter="${TILEC_GPU_TEST_FILTER:-*}") >"$logs/gpu-runtime-test.log" 2>&1
+  row "GpuRuntimeTest (rc $?)" info "$(grep -E '^\[  (PASSED|FAILED)' "$logs/gpu-runtime-test.log" | tr '\n' ' ') ($(($(date +%s) - start)) s)"
+fi
+
+if want perop; then
+  for e in p-tiny d-tiny ps-plain ps-plain8 ps-dflash; do
+    [ -d "$engines/$e" ] || continue
+    for l in megakernel per-op; do
+      timeout 240 "$run" run "$engines/$e" --executor gpu --prompt-ids $prompt -n 64 --json \
+        --launch $l >"$logs/run-$e-$l.json" 2>"$logs/run-$e-$l.log"
+      row "$e $l (rc $?)" info "$(summ "$logs/run-$e-$l.json")"
+    done
+    if [ "$(tokens_of "$logs/run-$e-megakernel.json")" = "$(tokens_of "$logs/run-$e-per-op.json")" ] &&
+       [ -n "$(tokens_of "$logs/run-$e-per-op.json")" ]; then
+      row "$e per-op tokens = megakernel" PASS "64 tokens"
+    else
+      row "$e per-op tokens = megakernel" FAIL "differ"
+    fi
+  done
+  if [ -d "$engines/ps-dflash" ]; then
+    for l in megakernel per-op; do
+      timeout 240 "$run" run "$engines/ps-dflash" --executor gpu --prompt-ids $prompt -n 64 \
+        --json --oracle-draft --launch $l >"$logs/run-ps-dflash-oracle-$l.json" \
+        2>"$logs/run-ps-dflash-oracle-$l.log"
+      row "ps-dflash oracle $l (rc $?)" info "$(summ "$logs/run-ps-dflash-oracle-$l.json")"
+    done
+    timeout 240 "$run" run "$engines/ps-dflash" --executor gpu --prompt-ids $prompt -n 64 \
+      --json --trace --trace-out "$logs/trace-ps-dflash.json" >"$logs/run-ps-dflash-trace.json" \
+      2>"$logs/run-ps-dflash-trace.log"
+    row "ps-dflash phases" info "$(grep -o 'phases overlap): .*' "$logs/run-ps-dflash-trace.log")"
+  fi
+fi
+
+if want race; then
+  timeout 300 compute-sanitizer --tool racecheck "$run" run "$engines/p-tiny" --executor gpu \
+    --prompt-ids 3,1 -n 2 --watchdog-ms 0 >"$logs/racecheck-p-tiny.log" 2>&1
+  row "racecheck p-tiny (rc $?)" info "$(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$logs/racecheck-p-tiny.log" | head -1)"
+fi
+
+if want torch; then
+  weights=/tmp/tilec-flash4l
+  timeout 400 python3 "$repo/bench/torch_baseline.py" --config "$repo/bench/models/flash-4l/config.json" \
+    --save $weights --prompt-ids $prompt -n 64 --json "$logs/torch-flash4l.json" \
+    >"$logs/torch-flash4l.log" 2>&1
+  row "torch flash4l (rc $?)" info "$(grep '^# ' "$logs/torch-flash4l.log" | tr '\n' ';')"
+  for l in megakernel per-op; do
+    timeout 300 "$run" run "$engines/flash4l" --executor gpu --weights $weights --prompt-ids $prompt \
+      -n 64 --json --launch $l >"$logs/run-flash4l-$l.json" 2>"$logs/run-flash4l-$l.log"
+    row "flash4l $l (rc $?)" info "$(summ "$logs/run-flash4l-$l.json")"
+  done
+  python3 - "$logs/torch-flash4l.json" "$logs/run-flash4l-megakernel.json" <<'PY' >"$logs/agree.txt" 2>&1
+import json, sys
+t = json.load(open(sys.argv[1]))["modes"]["eager"]["tokens"]
+o = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])["tokens"]
+n = next((i for i, (a, b) in enumerate(zip(t, o)) if a != b), min(len(t), len(o)))
+print(f"first {n} of {min(len(t), len(o))} greedy tokens equal (torch bf16 eager vs tilec)")
+PY
+  row "flash4l tokens vs torch" info "$(cat "$logs/agree.txt")"
+fi
+
+if want ar; then
+  for e in ps-dflash ps-ar; do
+    [ -d "$engines/$e" ] || continue
+    for mode in "" --oracle-draft; do
+      timeout 240 "$run" run "$engines/$e" --executor gpu --prompt-ids $prompt -n 64 --json \
+        --trace $mode >"$logs/run-$e$mode.json" 2>"$logs/run-$e$mode.log"
+      row "$e ${mode:-random} (rc $?)" info "$(summ "$logs/run-$e$mode.json"); $(grep -o 'phases overlap): .*' "$logs/run-$e$mode.log")"
+    done
+  done
+fi
+
+(cd "$out" && tar czf logs.tar.gz logs && rm -rf logs)
+printf '%s\n' "${rows[@]}" | tee "$out/summary.txt"
