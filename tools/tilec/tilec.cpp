@@ -25,12 +25,17 @@
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Support/FileUtilities.h"
+#include "llvm/ADT/StringMap.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Format.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/WithColor.h"
+
+#include <map>
+#include <set>
 
 using namespace llvm;
 
@@ -103,6 +108,12 @@ cl::opt<int64_t>
               cl::desc("Keep only the first N decoder layers (0: all), "
                        "e.g. one full-size layer of a large model"),
               cl::init(0), cl::cat(category));
+cl::opt<bool> explainSchedule(
+    "explain-schedule",
+    cl::desc("Print the schedule the cost model predicts: the critical path, "
+             "per op and per SM the tasks with their estimated start and end, "
+             "and the predicted step time"),
+    cl::init(false), cl::cat(category));
 cl::opt<bool> listPresets("list-presets",
                           cl::desc("List the built-in models and exit"),
                           cl::init(false), cl::cat(category));
@@ -137,6 +148,137 @@ private:
   std::string dir;
   int index = 0;
 };
+
+/// tilec --explain-schedule: what tile-schedule's cost model predicts (the
+/// tasks' sm, start_ns and end_ns attributes).
+int explain(mlir::ModuleOp module, raw_ostream &os) {
+  using namespace mlir::tile;
+  int programs = 0;
+  for (ProgramOp program : module.getOps<ProgramOp>()) {
+    ++programs;
+    struct Slot {
+      TaskOp task;
+      int64_t sm, start, end;
+    };
+    std::vector<Slot> tasks;
+    StringMap<std::vector<size_t>> signalledBy;
+    for (TaskOp t : program.getBodyBlock().getOps<TaskOp>()) {
+      auto sm = t->getAttrOfType<mlir::IntegerAttr>("sm");
+      auto start = t->getAttrOfType<mlir::IntegerAttr>("start_ns");
+      auto end = t->getAttrOfType<mlir::IntegerAttr>("end_ns");
+      if (!sm || !start || !end) {
+        errs() << "tilec: --explain-schedule: task @" << t.getSymName()
+               << " has no schedule (the pipeline must run tile-schedule)\n";
+        return 1;
+      }
+      if (auto sig = t.getSignalAttr())
+        signalledBy[sig.getValue()].push_back(tasks.size());
+      tasks.push_back({t, sm.getInt(), start.getInt(), end.getInt()});
+    }
+    Machine m = Machine::fromProgram(program);
+    auto predicted = program->getAttrOfType<mlir::IntegerAttr>("predicted_ns");
+    auto model = program->getAttrOfType<mlir::StringAttr>("cost_model");
+    auto us = [](int64_t ns) { return format("%.1f", double(ns) / 1e3); };
+    os << "schedule of @" << program.getSymName() << " on " << m.name << " ("
+       << m.sms << " SMs), cost model " << (model ? model.getValue() : "?")
+       << ": " << tasks.size() << " tasks, predicted step "
+       << us(predicted ? predicted.getInt() : 0) << " us\n";
+    if (tasks.empty())
+      continue;
+    // Critical path: from the last task to end, back through whatever made
+    // each task start when it did (its SM's previous task or the last
+    // producer of an event it waits on).
+    std::vector<int64_t> previousOnSm(tasks.size(), -1);
+    std::map<int64_t, int64_t> lastOnSm;
+    for (size_t i = 0; i < tasks.size(); ++i) {
+      auto [it, fresh] = lastOnSm.try_emplace(tasks[i].sm, int64_t(i));
+      if (!fresh) {
+        previousOnSm[i] = it->second;
+        it->second = int64_t(i);
+      }
+    }
+    size_t last = 0;
+    for (size_t i = 0; i < tasks.size(); ++i)
+      if (tasks[i].end > tasks[last].end)
+        last = i;
+    std::vector<size_t> path{last};
+    for (size_t i = last;;) {
+      int64_t best = previousOnSm[i];
+      int64_t bestEnd = best >= 0 ? tasks[size_t(best)].end : -1;
+      for (mlir::Attribute w : tasks[i].task.getWaits())
+        for (size_t p :
+             signalledBy.lookup(cast<mlir::FlatSymbolRefAttr>(w).getValue()))
+          if (tasks[p].end > bestEnd) {
+            best = int64_t(p);
+            bestEnd = tasks[p].end;
+          }
+      if (best < 0 || bestEnd <= 0)
+        break;
+      i = size_t(best);
+      path.push_back(i);
+    }
+    os << "critical path (" << path.size() << " tasks):";
+    StringRef lastOp;
+    for (auto it = path.rbegin(); it != path.rend(); ++it) {
+      Slot &t = tasks[*it];
+      if (t.task.getOp() == lastOp)
+        continue; // consecutive tasks of one op: named once
+      lastOp = t.task.getOp();
+      os << (it == path.rbegin() ? " " : " -> ") << lastOp << " ["
+         << us(t.start) << ", " << us(t.end) << "]";
+    }
+    os << "\n";
+    // Per op, in program order.
+    os << "per op: tasks, SMs, bytes, predicted [first start, last end] us\n";
+    StringMap<size_t> opIndex;
+    struct OpRow {
+      std::string name;
+      int64_t tasks = 0, bytes = 0, start = INT64_MAX, end = 0;
+      std::set<int64_t> sms;
+    };
+    std::vector<OpRow> ops;
+    for (Slot &t : tasks) {
+      auto [it, fresh] = opIndex.try_emplace(t.task.getOp(), ops.size());
+      if (fresh)
+        ops.push_back({t.task.getOp().str(), 0, 0, INT64_MAX, 0, {}});
+      OpRow &r = ops[it->second];
+      ++r.tasks;
+      r.bytes += t.task.getCostInt("bytes");
+      r.start = std::min(r.start, t.start);
+      r.end = std::max(r.end, t.end);
+      r.sms.insert(t.sm);
+    }
+    for (const OpRow &r : ops)
+      os << "  " << left_justify(r.name, 34)
+         << format("%6lld %4zu %12lld", (long long)r.tasks, r.sms.size(),
+                   (long long)r.bytes)
+         << "  [" << us(r.start) << ", " << us(r.end) << "]\n";
+    // Per SM: its list in order.
+    std::map<int64_t, std::vector<size_t>> perSm;
+    for (size_t i = 0; i < tasks.size(); ++i)
+      perSm[tasks[i].sm].push_back(i);
+    int64_t span = tasks[last].end;
+    for (const auto &[sm, list] : perSm) {
+      int64_t busy = 0;
+      for (size_t i : list)
+        busy += tasks[i].end - tasks[i].start;
+      os << "SM " << sm << ": " << list.size() << " tasks, busy " << us(busy)
+         << " us ("
+         << format("%.0f", span ? 100.0 * double(busy) / double(span) : 0.0)
+         << "%):";
+      for (size_t i : list)
+        os << " " << tasks[i].task.getSymName() << " [" << us(tasks[i].start)
+           << ", " << us(tasks[i].end) << "]";
+      os << "\n";
+    }
+  }
+  if (!programs) {
+    errs() << "tilec: --explain-schedule: no tile.program (the pipeline must "
+              "run tile-partition and tile-schedule)\n";
+    return 1;
+  }
+  return 0;
+}
 
 bool writeFile(const std::string &path,
                function_ref<void(raw_ostream &)> write) {
@@ -240,9 +382,16 @@ int main(int argc, char **argv) {
     out->keep();
     return 0;
   };
-  if (emit == Emit::Graph)
+  if (emit == Emit::Graph) {
+    if (explainSchedule)
+      return error("--explain-schedule needs the pass pipeline (not "
+                   "--emit=graph)");
     return writeOut(*module);
-  if (emit == Emit::Engine && output.empty())
+  }
+  // --explain-schedule alone: run the pipeline, explain, write nothing.
+  const bool explainOnly =
+      explainSchedule && emit == Emit::Engine && output.empty();
+  if (emit == Emit::Engine && output.empty() && !explainOnly)
     return error(
         "-o ENGINE_DIR is required to write an engine (or use --emit=graph)");
 
@@ -269,6 +418,10 @@ int main(int argc, char **argv) {
   if (failed(pm.run(*module)))
     return error(name +
                  ": the pass pipeline failed (see the diagnostics above)");
+  if (explainSchedule && explain(*module, outs()))
+    return 1;
+  if (explainOnly)
+    return 0;
   if (emit == Emit::Tasks)
     return writeOut(*module);
 
