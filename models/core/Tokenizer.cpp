@@ -821,6 +821,11 @@ const std::string &Tokenizer::tokenBytes(int32_t id) const {
   return impl_->bytes[id];
 }
 
+const std::string &Tokenizer::tokenSpelling(int32_t id) const {
+  tokenBytes(id); // checks the id
+  return impl_->tokens[id];
+}
+
 std::string Tokenizer::decode(const std::vector<int32_t> &ids,
                               bool skipSpecialTokens) const {
   std::string raw;

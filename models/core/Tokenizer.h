@@ -52,6 +52,8 @@ public:
                      bool skipSpecialTokens = false) const;
   /// The bytes one id stands for.
   const std::string &tokenBytes(int32_t id) const;
+  /// The spelling of one id in tokenizer.json ("Ġworld" for " world").
+  const std::string &tokenSpelling(int32_t id) const;
   /// One more than the largest id (vocab and added tokens).
   int32_t vocabSize() const;
   /// The id of a vocabulary or added token spelled as in tokenizer.json, or -1.

@@ -152,6 +152,8 @@ TEST(Tokenizer, MergesApplyWithinPieces) {
   Tokenizer t = make(makeTokenizer(kMerges, qwen2Pre()));
   EXPECT_EQ(t.encode("hello world"), ids(t, {"hello", "Ġworld"}));
   EXPECT_EQ(t.decode(t.encode("hello world")), "hello world");
+  EXPECT_EQ(t.tokenSpelling(t.tokenId("Ġworld")), "Ġworld");
+  EXPECT_EQ(t.tokenBytes(t.tokenId("Ġworld")), " world");
   // \s+(?!\S): the last space of a run goes with the next word.
   EXPECT_EQ(t.encode("a  b"), ids(t, {"a", "Ġ", "Ġb"}));
   // Qwen2 splits digits one by one; GPT-2 keeps runs of them.
