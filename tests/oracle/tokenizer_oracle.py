@@ -5,17 +5,17 @@ Trains a small byte-level BPE tokenizer shaped like Qwen2's (normalizer none,
 pre-tokenizer Sequence[Split(Qwen2 regex, Isolated), ByteLevel(use_regex=false)],
 ByteLevel decoder, two special tokens) on the Python standard library's own .py
 files (sorted, fixed order, first CORPUS_BYTES bytes), then encodes a few
-thousand strings (corpus lines, random corpus slices from a fixed seed, and
-hand-picked Unicode cases) and records their ids. tests/unit/TokenizerTest.cpp
+thousand strings (corpus lines, random corpus slices from a fixed seed,
+hand-picked Unicode cases, and short random strings of odd Unicode) and records their ids. tests/unit/TokenizerTest.cpp
 (OracleFixture) requires the C++ tokenizer to give identical ids for every
 string and exact round trips.
 
-Writes (committed; ~0.6 MB in all):
+Writes (committed; 0.79 MB in all):
   tests/fixtures/tokenizer/tokenizer.json      the trained tokenizer (vocab 4000)
   tests/fixtures/tokenizer/expected.jsonl      {"text": ..., "ids": [...]} per line
   tests/fixtures/tokenizer/gpt2/tokenizer.json  GPT-2 style (ByteLevel with
       add_prefix_space and its own regex, vocab 1000) and gpt2/expected.jsonl
-      for the first GPT2_CASES strings
+      for the first GPT2_CASES strings and the random Unicode ones
   tests/fixtures/tokenizer/bytes256/tokenizer.json
       the 256-token byte alphabet, no merges, no specials: every id < 256, for
       lit tests with tiny engines (vocab 256)
@@ -37,7 +37,8 @@ QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
                  r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 SPECIALS = ["<|endoftext|>", "<|im_start|>"]
 CORPUS_BYTES = 4_000_000
-GPT2_CASES = 1200
+GPT2_CASES = 1000
+RANDOM_CASES = 400
 
 HAND_PICKED = [
     "", " ", "  ", "a", "Hello, world!", "hello world  ", " leading space",
@@ -122,6 +123,28 @@ def bytes256():
     return tok
 
 
+def random_unicode(rng, count):
+    """Short strings drawn from pools of odd characters: Unicode whitespace,
+    contraction letters (and the long s that folds to s), combining marks,
+    CJK, emoji, digits of several scripts, random BMP and astral code
+    points (unassigned ones included)."""
+    pools = [
+        [chr(c) for c in range(32, 127)],
+        list("\t\n\r\x0b\x0c\x85\xa0\u2000\u2009\u2028\u2029\u202f\u205f\u3000\u1680"
+             "\x1c\x1f\u180e\u200b\ufeff"),
+        list("'sStTrReEvVmMlLdD\u017f\u212a "),
+        [chr(c) for c in range(0x300, 0x370)],
+        [chr(c) for c in range(0x4E00, 0x4E40)],
+        list("😀👍🏽👨‍👩‍👧‍👦🇫🇷❤️"),
+        [chr(rng.randrange(0x80, 0x3000)) for _ in range(400)],
+        [chr(rng.randrange(0x10000, 0x30000)) for _ in range(200)],
+        [chr(rng.randrange(0xA000, 0xD800)) for _ in range(300)],
+        list("0123456789٠١٢٣४५६²³½ⅫⅣ①〇"),
+    ]
+    return ["".join(rng.choice(rng.choice(pools)) for _ in range(rng.randint(1, 24)))
+            for _ in range(count)]
+
+
 def cases(texts):
     rng = random.Random(1234)
     all_text = "".join(texts)
@@ -135,6 +158,7 @@ def cases(texts):
     for _ in range(300):
         parts = [rng.choice(HAND_PICKED + SPECIALS + lines[:500]) for _ in range(rng.randint(2, 4))]
         out.append("".join(p[: rng.randint(1, 30)] for p in parts))
+    out += random_unicode(rng, RANDOM_CASES)
     return out
 
 
@@ -152,7 +176,7 @@ def main():
     gpt2.save(os.path.join(args.out, "gpt2", "tokenizer.json"), pretty=False)
     all_cases = cases(texts)
     with open(os.path.join(args.out, "gpt2", "expected.jsonl"), "w", encoding="utf-8") as f:
-        for text in all_cases[:GPT2_CASES]:
+        for text in all_cases[:GPT2_CASES] + all_cases[-RANDOM_CASES:]:
             ids = gpt2.encode(text, add_special_tokens=False).ids
             f.write(json.dumps({"text": text, "ids": ids}, ensure_ascii=False) + "\n")
     n = 0

@@ -170,6 +170,23 @@ TEST(Tokenizer, MergesApplyWithinPieces) {
   EXPECT_EQ(p.decode(p.encode("world")), " world");
 }
 
+// Qwen2's tokenizer.json also has an NFC normalizer (taken as the identity)
+// and a ByteLevel post-processor (ignored: encode() is add_special_tokens=
+// False); Llama-3-style ignore_merges takes whole words from the vocabulary.
+TEST(Tokenizer, Qwen2ExtrasAndIgnoreMerges) {
+  json j = makeTokenizer(kMerges, qwen2Pre(), /*pairForm=*/false);
+  j["normalizer"] = {{"type", "NFC"}};
+  j["post_processor"] = {{"type", "ByteLevel"}, {"trim_offsets", false}};
+  j["model"]["vocab"]["xyz"] = 2000;
+  Tokenizer t = make(j);
+  EXPECT_EQ(t.encode("hello world"), ids(t, {"hello", "Ġworld"}));
+  EXPECT_EQ(t.encode("xyz"), ids(t, {"x", "y", "z"}));
+  j["model"]["ignore_merges"] = true;
+  Tokenizer ignore = make(j);
+  EXPECT_EQ(ignore.encode("xyz"), (std::vector<int32_t>{2000}));
+  EXPECT_EQ(ignore.encode("hello world"), ids(t, {"hello", "Ġworld"}));
+}
+
 TEST(Tokenizer, StringAndPairMergesAgree) {
   Tokenizer a = make(makeTokenizer(kMerges, qwen2Pre(), true));
   Tokenizer b = make(makeTokenizer(kMerges, qwen2Pre(), false));
