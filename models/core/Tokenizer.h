@@ -14,7 +14,7 @@
 //    Qwen2 pattern followed by ByteLevel. The two patterns are matched by hand
 //    (Tokenizer.cpp), with \p{L} and \p{N} from TokenizerUnicode.inc;
 //  - added_tokens: matched whole (leftmost longest) before pre-tokenization,
-//    lstrip/rstrip honoured, single_word unsupported;
+//    lstrip/rstrip honoured (ASCII whitespace), single_word unsupported;
 //  - normalizer: none, or NFC, which is treated as the identity (the input is
 //    assumed to be NFC already, as nearly all text is);
 //  - decoder: ByteLevel. The post_processor is ignored: encode() gives what
