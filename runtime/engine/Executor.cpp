@@ -43,9 +43,10 @@ void checkFits(const EngineManifest &m, int64_t P, int64_t count,
 
 } // namespace
 
-std::vector<int32_t> generateGreedy(Executor &executor,
-                                    const std::vector<int32_t> &prompt,
-                                    int64_t count, GenerateStats *stats) {
+std::vector<int32_t>
+generateGreedy(Executor &executor, const std::vector<int32_t> &prompt,
+               int64_t count, GenerateStats *stats,
+               const std::function<void(int32_t)> &onToken) {
   const int64_t T = executor.tokensPerStep();
   if (T <= 0)
     fail("{} executor: the engine runs {} tokens per step", executor.name(), T);
@@ -91,6 +92,8 @@ std::vector<int32_t> generateGreedy(Executor &executor,
   local.prefillSeconds =
       std::chrono::duration<double>(Clock::now() - start).count();
   out.push_back(next);
+  if (onToken)
+    onToken(next);
 
   start = Clock::now();
   for (int64_t i = 1; i < count; ++i) {
@@ -101,6 +104,8 @@ std::vector<int32_t> generateGreedy(Executor &executor,
            o.argmax.size(), T);
     next = o.argmax[0];
     out.push_back(next);
+    if (onToken)
+      onToken(next);
     ++local.decodeSteps;
   }
   local.decodeSeconds =
@@ -197,6 +202,8 @@ std::vector<int32_t> generateDflash(Executor &executor,
     ++local.prefillSteps;
   }
   generated.push_back(out[size_t(P - (P - 1) / T * T)]);
+  if (options.onToken)
+    options.onToken(generated.back());
   local.prefillSeconds =
       std::chrono::duration<double>(Clock::now() - start).count();
   int32_t zero = 0;
@@ -226,6 +233,9 @@ std::vector<int32_t> generateDflash(Executor &executor,
     int64_t a = step();
     if (options.afterStep)
       options.afterStep();
+    for (int64_t i = 0; i < a && options.onToken; ++i)
+      if (int64_t(generated.size()) + i < count)
+        options.onToken(out[size_t(1 + i)]);
     generated.insert(generated.end(), out.begin() + 1, out.begin() + 1 + a);
     local.accepted.push_back(a);
     ++local.decodeSteps;

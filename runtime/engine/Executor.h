@@ -82,6 +82,9 @@ struct DflashOptions {
   uint32_t seed = 0;
   /// Called after every decode step's launch (e.g. to read a trace).
   std::function<void()> afterStep;
+  /// Called with each new token as it is committed, in order, the returned
+  /// `count` tokens only (e.g. to stream text).
+  std::function<void(int32_t)> onToken;
 };
 
 struct DflashStats {
@@ -118,10 +121,11 @@ std::vector<int32_t> generateDflash(Executor &executor,
 /// later steps overwrite), then one step per new token (at index 0, the rest
 /// padding). Returns `count` new tokens, like ReferenceModel::generateGreedy
 /// (no stop at EOS). Throws tilec::Error when the sequence would not fit
-/// maxContext() or the prompt is empty.
-std::vector<int32_t> generateGreedy(Executor &executor,
-                                    const std::vector<int32_t> &prompt,
-                                    int64_t count,
-                                    GenerateStats *stats = nullptr);
+/// maxContext() or the prompt is empty. `onToken` (if set) is called with
+/// each new token as soon as it is known.
+std::vector<int32_t>
+generateGreedy(Executor &executor, const std::vector<int32_t> &prompt,
+               int64_t count, GenerateStats *stats = nullptr,
+               const std::function<void(int32_t)> &onToken = {});
 
 } // namespace tilec

@@ -86,6 +86,20 @@ TEST(GenerateGreedy, OneTokenPerStepEngine) {
   EXPECT_EQ(ex.steps.size(), 6u);
 }
 
+TEST(GenerateGreedy, OnTokenSeesEveryTokenInOrder) {
+  RecordingExecutor ex(4, 64);
+  std::vector<int32_t> seen;
+  std::vector<size_t> stepsAtCall;
+  std::vector<int32_t> out =
+      generateGreedy(ex, {10, 11, 12, 13, 14, 15}, 3, nullptr, [&](int32_t t) {
+        seen.push_back(t);
+        stepsAtCall.push_back(ex.steps.size());
+      });
+  EXPECT_EQ(seen, out);
+  // Each token is reported as soon as its step is done.
+  EXPECT_EQ(stepsAtCall, (std::vector<size_t>{2, 3, 4}));
+}
+
 TEST(GenerateGreedy, ChecksTheContextIncludingPadding) {
   // Prompt 6 + 3 new with T = 4: the last decode step writes up to 7 + 3 = 10.
   RecordingExecutor fits(4, 11);
@@ -236,6 +250,19 @@ TEST(GenerateDflash, OracleDraftsAreAcceptedWhole) {
   EXPECT_EQ(stats.accepted, std::vector<int64_t>(6, 5));
   EXPECT_DOUBLE_EQ(stats.meanAccepted(), 5.0);
   EXPECT_EQ(stats.histogram(5), (std::vector<int64_t>{0, 0, 0, 0, 0, 6}));
+}
+
+TEST(GenerateDflash, OnTokenSeesTheCommittedTokensUpToCount) {
+  std::vector<int32_t> prompt{3, 1, 4};
+  ToyDflash ex(5, 0);
+  std::vector<int32_t> oracle = greedyOfRule(prompt, 40);
+  DflashOptions options;
+  options.oracle = &oracle; // whole blocks of 5: 1 + 5 + 5 + 5 > 13
+  std::vector<int32_t> seen;
+  options.onToken = [&](int32_t t) { seen.push_back(t); };
+  std::vector<int32_t> out = generateDflash(ex, prompt, 13, options);
+  EXPECT_EQ(out.size(), 13u);
+  EXPECT_EQ(seen, out);
 }
 
 TEST(GenerateDflash, RefusesPlainEnginesAndShortOracles) {

@@ -11,6 +11,10 @@
 //                                            megakernel on a GPU; host: the
 //                                            host executor on the CPU; auto:
 //                                            the GPU when there is one)
+//   tile-run run ENGINE_DIR --prompt TEXT    the same from text (the model
+//                                            directory's tokenizer.json),
+//                                            streaming the decoded text
+//   tile-run tokenize PATH --text TEXT       ids of a text and its round trip
 //
 //===----------------------------------------------------------------------===//
 #include "models/core/CheckpointWeights.h"
@@ -19,6 +23,7 @@
 #include "models/core/Formats.h"
 #include "models/core/Reference.h"
 #include "models/core/Synthetic.h"
+#include "models/core/Tokenizer.h"
 #include "runtime/cuda/GpuEngine.h"
 #include "runtime/cuda/SelectExecutor.h"
 #include "runtime/engine/Executor.h"
@@ -117,8 +122,64 @@ int runReference(const std::string &name, const std::string &prompt,
   return 0;
 }
 
+/// The tokenizer.json for an engine: `override` (--tokenizer) if given, else
+/// the one in the model directory the engine was compiled from, else the one
+/// in `weightsDir`. Fails naming where it looked.
+Tokenizer engineTokenizer(const EngineManifest &manifest,
+                          const std::string &override,
+                          const std::string &weightsDir,
+                          const std::string &engineDir) {
+  if (!override.empty())
+    return Tokenizer::load(override);
+  std::error_code ec;
+  std::vector<std::string> looked;
+  for (const std::string &dir : {manifest.modelName, weightsDir}) {
+    if (dir.empty() || !std::filesystem::is_directory(dir, ec))
+      continue;
+    std::string file = (std::filesystem::path(dir) / "tokenizer.json").string();
+    if (std::filesystem::is_regular_file(file, ec))
+      return Tokenizer::load(file);
+    looked.push_back(file);
+  }
+  fail("--prompt: engine '{}' has no tokenizer: {}; give one with --tokenizer "
+       "PATH (a tokenizer.json or a directory holding one)",
+       engineDir,
+       looked.empty()
+           ? fmt::format("it was compiled from '{}', which is not a model "
+                         "directory",
+                         manifest.modelName)
+           : fmt::format("there is no {}", fmt::join(looked, " nor ")));
+}
+
+/// The text of the generated ids, as a streaming decoder gives it; ids the
+/// tokenizer does not have (models pad their vocabulary) give no text.
+struct TextStream {
+  const Tokenizer &tokenizer;
+  Tokenizer::StreamDecoder decoder;
+  std::string text;
+  explicit TextStream(const Tokenizer &t) : tokenizer(t), decoder(t) {}
+  std::string push(int32_t id) {
+    if (id < 0 || id >= tokenizer.vocabSize())
+      return {};
+    std::string piece;
+    try {
+      piece = decoder.push(id);
+    } catch (const Error &) {
+    }
+    text += piece;
+    return piece;
+  }
+  std::string finish() {
+    std::string piece = decoder.finish();
+    text += piece;
+    return piece;
+  }
+};
+
 struct RunOptions {
   std::string engineDir, executor = "auto", prompt = "1,2,3,4", weightsDir;
+  std::optional<std::string> promptText; // --prompt
+  std::string tokenizerPath;             // --tokenizer
   int64_t count = 16;
   std::optional<uint64_t> seed;
   uint64_t interleavingsSeed = 0;
@@ -265,7 +326,34 @@ int64_t writeChromeTrace(const EngineManifest &m,
 int runEngine(const RunOptions &o) {
   EngineManifest manifest = readEngine(o.engineDir);
   WeightSourceSpec weights = chooseWeightSource(manifest, o.weightsDir, o.seed);
-  std::vector<int32_t> ids = parseIds(o.prompt, engineVocab(manifest));
+  std::optional<Tokenizer> tokenizer;
+  std::vector<int32_t> ids;
+  if (o.promptText) {
+    tokenizer =
+        engineTokenizer(manifest, o.tokenizerPath, o.weightsDir, o.engineDir);
+    ids = tokenizer->encode(*o.promptText);
+    if (ids.empty())
+      fail("--prompt: the text encodes to no tokens");
+    int64_t vocab = engineVocab(manifest);
+    for (int32_t id : ids)
+      if (id >= vocab)
+        fail("--prompt: {} gives token id {}, outside the engine's vocabulary "
+             "[0, {}): the tokenizer is not this model's",
+             tokenizer->where(), id, vocab);
+  } else {
+    ids = parseIds(o.prompt, engineVocab(manifest));
+  }
+  std::optional<TextStream> textOut;
+  if (tokenizer)
+    textOut.emplace(*tokenizer);
+  // Without --json the text goes to stdout as tokens are committed.
+  std::function<void(int32_t)> onToken;
+  if (textOut)
+    onToken = [&](int32_t id) {
+      std::string piece = textOut->push(id);
+      if (!o.json && !piece.empty())
+        std::cout << piece << std::flush;
+    };
   auto loadStart = std::chrono::steady_clock::now();
   SelectedExecutor selected =
       makeExecutor(o.engineDir, manifest, weights, executorChoice(o));
@@ -321,6 +409,7 @@ int runEngine(const RunOptions &o) {
     options.recordDrafts = o.check;
     options.temperature = o.temperature;
     options.seed = o.sampleSeed;
+    options.onToken = onToken;
     auto *gpu = dynamic_cast<GpuEngine *>(executor);
     if (o.trace && gpu && !manifest.opPhases.empty())
       options.afterStep = [&] { phases.add(manifest, gpu->readTrace()); };
@@ -330,7 +419,12 @@ int runEngine(const RunOptions &o) {
     stats.decodeSteps = spec.decodeSteps;
     stats.decodeSeconds = spec.decodeSeconds;
   } else {
-    tokens = generateGreedy(*executor, ids, o.count, &stats);
+    tokens = generateGreedy(*executor, ids, o.count, &stats, onToken);
+  }
+  if (textOut) {
+    std::string rest = textOut->finish();
+    if (!o.json)
+      std::cout << rest << "\n" << std::flush;
   }
   if (!o.traceOut.empty()) {
     auto *gpu = static_cast<GpuEngine *>(executor);
@@ -413,6 +507,11 @@ int runEngine(const RunOptions &o) {
     } else {
       out["mode"] = "greedy";
     }
+    if (textOut) {
+      out["prompt_text"] = *o.promptText;
+      out["tokenizer"] = tokenizer->where();
+      out["text"] = textOut->text;
+    }
     if (!phases.us.empty())
       out["phase_us"] = phases.us;
     if (!onHost) {
@@ -441,6 +540,9 @@ int runEngine(const RunOptions &o) {
           {"logit_rows", drafts->logitRows},
           {"max_relative_logit_error", drafts->maxRelativeError}};
     std::cout << out.dump() << "\n";
+  } else if (textOut) {
+    std::cerr << fmt::format("tile-run: prompt ids {}; generated ids {}\n",
+                             fmt::join(ids, " "), fmt::join(tokens, " "));
   } else {
     std::cout << fmt::format("{}\n", fmt::join(tokens, " "));
   }
@@ -638,6 +740,49 @@ int compareExecutors(const std::string &dir, const std::string &prompt,
   return bad ? 1 : 0;
 }
 
+/// tile-run tokenize: the ids of a text (or the text of ids), each id's
+/// spelling in tokenizer.json, and whether decoding gives the text back.
+int tokenize(const std::string &path, const std::optional<std::string> &text,
+             const std::optional<std::string> &idsText, bool json) {
+  std::error_code ec;
+  std::optional<Tokenizer> tokenizer;
+  if (std::filesystem::is_regular_file(path + "/manifest.json", ec))
+    tokenizer = engineTokenizer(readEngine(path), "", "", path);
+  else
+    tokenizer = Tokenizer::load(path);
+  if (!text && !idsText)
+    fail("tokenize: give --text TEXT or --ids 1,2,3");
+  std::vector<int32_t> ids = text ? tokenizer->encode(*text)
+                                  : parseIds(*idsText, tokenizer->vocabSize());
+  std::string decoded = tokenizer->decode(ids);
+  std::vector<std::string> pieces;
+  for (int32_t id : ids)
+    pieces.push_back(tokenizer->tokenSpelling(id));
+  if (json) {
+    nlohmann::json out = {{"tokenizer", tokenizer->where()},
+                          {"ids", ids},
+                          {"pieces", pieces},
+                          {"decoded", decoded}};
+    if (text) {
+      out["text"] = *text;
+      out["round_trip"] = decoded == *text;
+    }
+    std::cout << out.dump() << "\n";
+    return 0;
+  }
+  std::cout << fmt::format("ids: {}\n", fmt::join(ids, ","));
+  std::cout << fmt::format("tokens: {}\n", nlohmann::json(pieces).dump());
+  std::cout << fmt::format("decoded: {}\n", nlohmann::json(decoded).dump());
+  if (text)
+    std::cout << fmt::format(
+        "round trip: {}\n",
+        decoded == *text ? "exact" : "differs (decode does not give the text)");
+  std::cerr << fmt::format("tile-run: {} tokens with {} (vocabulary {})\n",
+                           ids.size(), tokenizer->where(),
+                           tokenizer->vocabSize());
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -702,8 +847,17 @@ int main(int argc, char **argv) {
   run->add_flag("--no-cache", runOptions.noCache,
                 "GPU executor: compile kernel.cu with NVRTC even when the "
                 "cubin cache ($XDG_CACHE_HOME/tilec) has it");
-  run->add_option("--prompt-ids", runOptions.prompt,
-                  "Comma-separated prompt token ids");
+  run->alias("generate");
+  CLI::Option *runPromptIds = run->add_option(
+      "--prompt-ids", runOptions.prompt, "Comma-separated prompt token ids");
+  run->add_option("--prompt", runOptions.promptText,
+                  "Prompt text, encoded with the tokenizer.json of the model "
+                  "directory (or --tokenizer); the generated text streams to "
+                  "stdout (with --json: its \"text\")")
+      ->excludes(runPromptIds);
+  run->add_option("--tokenizer", runOptions.tokenizerPath,
+                  "With --prompt: this tokenizer.json (or a directory holding "
+                  "one) instead of the model directory's");
   run->add_option("-n,--max-new-tokens", runOptions.count, "Tokens to generate")
       ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
   CLI::Option *seedOption =
@@ -807,6 +961,23 @@ int main(int argc, char **argv) {
   sampleCmd->add_flag("--no-event-checks", sampleRun.noEventChecks,
                       "Host executor: skip the event checks");
 
+  CLI::App *tokenizeCmd = app.add_subcommand(
+      "tokenize", "Encode text with a tokenizer.json (or decode ids) and show "
+                  "the round trip");
+  std::string tokenizePath;
+  std::optional<std::string> tokenizeText, tokenizeIds;
+  bool tokenizeJson = false;
+  tokenizeCmd
+      ->add_option("tokenizer", tokenizePath,
+                   "A tokenizer.json, a directory holding one, or an engine "
+                   "directory (its model's)")
+      ->required();
+  CLI::Option *textOption =
+      tokenizeCmd->add_option("--text", tokenizeText, "Text to encode");
+  tokenizeCmd->add_option("--ids", tokenizeIds, "Comma-separated ids to decode")
+      ->excludes(textOption);
+  tokenizeCmd->add_flag("--json", tokenizeJson, "Print one JSON object");
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (app.got_subcommand("presets")) {
@@ -860,6 +1031,8 @@ int main(int argc, char **argv) {
           manifest.taskCount());
       return 0;
     }
+    if (tokenizeCmd->parsed())
+      return tokenize(tokenizePath, tokenizeText, tokenizeIds, tokenizeJson);
     if (sampleCmd->parsed())
       return sampleCheck(sampleRun, sampleOptions, sampleAlpha);
     if (compareCmd->parsed())
