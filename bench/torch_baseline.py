@@ -30,25 +30,7 @@ import torch
 import transformers
 from transformers import MiMoV2FlashConfig, MiMoV2FlashForCausalLM
 
-
-def hbm_bandwidth(device):
-    """Device-to-device copy of 1 GiB: read + write bytes over the median time."""
-    n = 1 << 30
-    a = torch.empty(n, dtype=torch.uint8, device=device)
-    b = torch.empty_like(a)
-    for _ in range(3):
-        b.copy_(a)
-    times = []
-    for _ in range(20):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        b.copy_(a)
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e) / 1e3)
-    del a, b
-    torch.cuda.empty_cache()
-    return 2 * n / statistics.median(times)
+from hbm_bandwidth import measure as hbm_bandwidth  # bench/, beside this script
 
 
 @torch.no_grad()
@@ -201,7 +183,7 @@ def main():
     result = {"config": args.config, "torch": torch.__version__,
               "transformers": transformers.__version__,
               "device": torch.cuda.get_device_name(0), "prompt": prompt, "modes": {}}
-    bandwidth = hbm_bandwidth("cuda")
+    bandwidth = hbm_bandwidth()
     result["hbm_bytes_per_second"] = bandwidth
 
     model = build(args.config, None, "cuda", args.seed)

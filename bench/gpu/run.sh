@@ -57,23 +57,7 @@ done
 wait
 row "NVRTC, all engines in parallel" info "$(($(date +%s) - start)) s wall; $(cat "$logs"/nvrtc-*.log | grep -c 'compiled,') compiled"
 
-bw=$(timeout 120 python3 - <<'PY' 2>"$logs/bandwidth.log"
-import torch
-n = 1 << 30
-bufs = [(torch.empty(n, dtype=torch.uint8, device="cuda"),
-         torch.empty(n, dtype=torch.uint8, device="cuda")) for _ in range(4)]
-for a, b in bufs:
-    a.random_(0, 255)
-s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-times = []
-for i in range(40):
-    a, b = bufs[i % 4]
-    s.record(); b.copy_(a); e.record(); e.synchronize()
-    times.append(s.elapsed_time(e))
-times = sorted(times[8:])
-print(f"{2 * n / (times[len(times) // 2] * 1e-3) / 1e9:.0f}")
-PY
-)
+bw=$(timeout 120 python3 "$repo/bench/hbm_bandwidth.py" 2>"$logs/bandwidth.log")
 row "HBM copy bandwidth" info "${bw:-?} GB/s (read + write, torch D2D copy, median)"
 
 # summ JSON: one line (mode, accepted, kernel ms, tokens/s, launches, first tokens).

@@ -44,23 +44,7 @@ else
 fi
 run=$build/bin/tile-run
 
-bw=$(timeout 120 python3 - <<'PY' 2>"$out/bandwidth.log"
-import torch
-n = 1 << 30  # 1 GiB per buffer, rotated over 4 pairs
-bufs = [(torch.empty(n, dtype=torch.uint8, device="cuda"),
-         torch.empty(n, dtype=torch.uint8, device="cuda")) for _ in range(4)]
-for a, b in bufs:
-    a.random_(0, 255)
-s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-times = []
-for i in range(40):
-    a, b = bufs[i % 4]
-    s.record(); b.copy_(a); e.record(); e.synchronize()
-    times.append(s.elapsed_time(e))
-times = sorted(times[8:])
-print(f"{2 * n / (times[len(times) // 2] * 1e-3) / 1e9:.0f}")
-PY
-)
+bw=$(timeout 120 python3 "$repo/bench/hbm_bandwidth.py" 2>"$out/bandwidth.log")
 row "HBM copy bandwidth" info "${bw:-?} GB/s (read + write, torch D2D copy, median)"
 
 # 3. GPU against the host executor, buffer by buffer, forced DFlash steps.
