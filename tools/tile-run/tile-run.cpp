@@ -634,6 +634,28 @@ int sampleCheck(const RunOptions &o, const SampleCheckOptions &options,
   SampleCheckResult r =
       checkSampling(*selected.executor, model, *source, ids, options);
   bool ok = r.pValue >= alpha && r.firstPValue >= alpha;
+  if (o.json) {
+    nlohmann::json out = {{"engine", o.engineDir},
+                          {"executor", selected.executor->name()},
+                          {"prompt", ids},
+                          {"temperature", options.temperature},
+                          {"drafts", options.oracle ? "oracle" : "drafter"},
+                          {"samples", r.samples},
+                          {"accepted_drafts", r.acceptedDrafts},
+                          {"first_token",
+                           {{"chi_square", r.firstChiSquare},
+                            {"cells", r.firstCells},
+                            {"p_value", r.firstPValue}}},
+                          {"both_tokens",
+                           {{"chi_square", r.chiSquare},
+                            {"cells", r.cells},
+                            {"p_value", r.pValue},
+                            {"total_variation", r.totalVariation}}},
+                          {"alpha", alpha},
+                          {"pass", ok}};
+    std::cout << out.dump() << "\n";
+    return ok ? 0 : 1;
+  }
   std::cout << fmt::format(
       "sample-check: {} two-token samples at temperature {} ({} drafts): "
       "second token an accepted draft in {} ({:.1f}%)\n"
@@ -958,6 +980,7 @@ int main(int argc, char **argv) {
       ->add_option("--alpha", sampleAlpha,
                    "Fail when a chi-square p-value is below this")
       ->check(CLI::Range(0.0, 1.0));
+  sampleCmd->add_flag("--json", sampleRun.json, "Print one JSON object");
   sampleCmd->add_flag("--no-event-checks", sampleRun.noEventChecks,
                       "Host executor: skip the event checks");
 
