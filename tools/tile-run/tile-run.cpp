@@ -933,12 +933,13 @@ int main(int argc, char **argv) {
       "compile",
       "NVRTC-compile an engine's kernel (no GPU needed) and report it");
   std::string compileDir, compileArch = "";
-  bool compileNoCache = false;
+  bool compileNoCache = false, compileJson = false;
   compile->add_option("engine", compileDir, "Engine directory (tilec -o)")
       ->required();
   compile->add_option("--arch", compileArch,
                       "Architecture (default: the engine's, e.g. sm_90a)");
   compile->add_flag("--no-cache", compileNoCache, "Compile even if cached");
+  compile->add_flag("--json", compileJson, "Print one JSON object");
 
   CLI::App *compareCmd = app.add_subcommand(
       "compare", "Run steps on the GPU and the host executor and compare every "
@@ -1034,10 +1035,6 @@ int main(int argc, char **argv) {
       } catch (const Error &) {
       }
       NvrtcResult result = nvrtcCompile(src, settings);
-      std::cout << fmt::format(
-          "{}: {} for {}: {} bytes of cubin ({}, {:.1f} s)\n", compileDir,
-          manifest.kernelFile, src.arch, result.cubin.size(),
-          result.cacheHit ? "cached" : "compiled", result.seconds);
       if (!result.log.empty())
         std::cerr << result.log << "\n";
       // The entry points in the cubin (ELF symbol names), and what the
@@ -1047,11 +1044,29 @@ int main(int argc, char **argv) {
         if (std::search(result.cubin.begin(), result.cubin.end(), k,
                         k + std::strlen(k)) != result.cubin.end())
           kernels.push_back(k);
+      const size_t groups = launchGroups(manifest).size();
+      if (compileJson) {
+        nlohmann::json out = {{"engine", compileDir},
+                              {"kernel_file", manifest.kernelFile},
+                              {"arch", src.arch},
+                              {"cubin_bytes", result.cubin.size()},
+                              {"cache_hit", result.cacheHit},
+                              {"seconds", result.seconds},
+                              {"cache_path", result.cachePath},
+                              {"kernels", kernels},
+                              {"per_op_launches", groups},
+                              {"tasks", manifest.taskCount()}};
+        std::cout << out.dump() << "\n";
+        return 0;
+      }
+      std::cout << fmt::format(
+          "{}: {} for {}: {} bytes of cubin ({}, {:.1f} s)\n", compileDir,
+          manifest.kernelFile, src.arch, result.cubin.size(),
+          result.cacheHit ? "cached" : "compiled", result.seconds);
       std::cout << fmt::format(
           "{}: kernels {}; --launch per-op: {} launches per step for {} "
           "tasks\n",
-          compileDir, fmt::join(kernels, ", "), launchGroups(manifest).size(),
-          manifest.taskCount());
+          compileDir, fmt::join(kernels, ", "), groups, manifest.taskCount());
       return 0;
     }
     if (tokenizeCmd->parsed())
