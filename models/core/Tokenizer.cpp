@@ -10,6 +10,7 @@
 #include <array>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <queue>
 #include <sstream>
 #include <unordered_map>
@@ -258,6 +259,30 @@ std::array<uint32_t, 256> byteToUnicode() {
   return map;
 }
 
+/// The bytes a ByteLevel spelling stands for (every character through the
+/// inverse of byteToUnicode), or nullopt when a character is not in the map.
+/// Throws tilec::Error when `spelling` is not valid UTF-8.
+std::optional<std::string> byteLevelBytes(const std::string &spelling) {
+  static const std::unordered_map<uint32_t, int> unicodeToByte = [] {
+    std::unordered_map<uint32_t, int> inverse;
+    auto map = byteToUnicode();
+    for (int b = 0; b < 256; ++b)
+      inverse[map[b]] = b;
+    return inverse;
+  }();
+  std::vector<uint32_t> cps;
+  std::vector<size_t> offsets;
+  decodeUtf8(spelling, cps, offsets);
+  std::string raw;
+  for (uint32_t cp : cps) {
+    auto it = unicodeToByte.find(cp);
+    if (it == unicodeToByte.end())
+      return std::nullopt;
+    raw += static_cast<char>(it->second);
+  }
+  return raw;
+}
+
 std::string jsonType(const json &j) { return j.type_name(); }
 
 } // namespace
@@ -411,28 +436,9 @@ void Tokenizer::Impl::parse(const json &root) {
 
   // What each id decodes to: as tokenizers' ByteLevel decoder, the mapped
   // bytes when every character is in the byte map, else the UTF-8 itself.
-  std::unordered_map<uint32_t, int> unicodeToByte;
-  auto map = byteToUnicode();
-  for (int b = 0; b < 256; ++b)
-    unicodeToByte[map[b]] = b;
-  std::vector<uint32_t> cps;
-  std::vector<size_t> offsets;
-  for (size_t id = 0; id < tokens.size(); ++id) {
-    if (!present[id])
-      continue;
-    decodeUtf8(tokens[id], cps, offsets);
-    std::string out;
-    bool mapped = true;
-    for (uint32_t cp : cps) {
-      auto it = unicodeToByte.find(cp);
-      if (it == unicodeToByte.end()) {
-        mapped = false;
-        break;
-      }
-      out += static_cast<char>(it->second);
-    }
-    bytes[id] = mapped ? out : tokens[id];
-  }
+  for (size_t id = 0; id < tokens.size(); ++id)
+    if (present[id])
+      bytes[id] = byteLevelBytes(tokens[id]).value_or(tokens[id]);
 }
 
 void Tokenizer::Impl::parseModel(const json &model) {
@@ -480,31 +486,16 @@ void Tokenizer::Impl::parseModel(const json &model) {
   }
 
   // The byte form of every vocabulary entry.
-  std::unordered_map<uint32_t, int> unicodeToByte;
-  auto map = byteToUnicode();
-  for (int b = 0; b < 256; ++b)
-    unicodeToByte[map[b]] = b;
-  std::vector<uint32_t> cps;
-  std::vector<size_t> offsets;
   for (auto &[spelling, idJson] : vocab.items()) {
+    std::optional<std::string> raw;
     try {
-      decodeUtf8(spelling, cps, offsets);
+      raw = byteLevelBytes(spelling);
     } catch (const Error &) {
       error(fmt::format("vocab entry {} is not valid UTF-8",
                         idJson.get<int64_t>()));
     }
-    std::string raw;
-    bool mapped = true;
-    for (uint32_t cp : cps) {
-      auto it = unicodeToByte.find(cp);
-      if (it == unicodeToByte.end()) {
-        mapped = false;
-        break;
-      }
-      raw += static_cast<char>(it->second);
-    }
-    if (mapped)
-      vocabBytes[raw] = static_cast<int32_t>(idJson.get<int64_t>());
+    if (raw)
+      vocabBytes[*raw] = static_cast<int32_t>(idJson.get<int64_t>());
   }
   byteId.fill(-1);
   for (int b = 0; b < 256; ++b)
