@@ -126,8 +126,6 @@ std::vector<LaunchGroup> launchGroups(const EngineManifest &m) {
   return ordered;
 }
 
-namespace {
-
 const char *familyName(TilecTaskFamily f) {
   static const char *names[] = {"embed",       "linear",        "attention",
                                 "router_topk", "moe_gate_up",   "moe_down",
@@ -137,6 +135,8 @@ const char *familyName(TilecTaskFamily f) {
                 "a name for every task family");
   return unsigned(f) < TILEC_TASK_FAMILY_COUNT ? names[f] : "?";
 }
+
+namespace {
 
 TilecTaskFamily parseFamily(const std::string &name, const std::string &where) {
   for (int f = 0; f < TILEC_TASK_FAMILY_COUNT; ++f)

@@ -116,6 +116,10 @@ struct EngineManifest {
   int64_t taskCount() const;
 };
 
+/// A task family's name in manifest.json ("embed", "linear", ...; "?" outside
+/// the enum).
+const char *familyName(TilecTaskFamily family);
+
 /// The tasks of one launch of the one-kernel-per-op mode: those that signal
 /// one event (one op, or the fused ops that share an event), or the tasks of
 /// an op that signals none.

@@ -279,10 +279,6 @@ struct PhaseTimes {
 int64_t writeChromeTrace(const EngineManifest &m,
                          const std::vector<uint64_t> &trace,
                          const std::string &path) {
-  static const char *families[] = {"embed",       "linear",        "attention",
-                                   "router_topk", "moe_gate_up",   "moe_down",
-                                   "moe_combine", "argmax_reduce", "concat",
-                                   "spec_accept", "spec_update"};
   nlohmann::json events = nlohmann::json::array();
   size_t maxTasks = m.smTasks.empty() ? 0 : trace.size() / 2 / m.smTasks.size();
   uint64_t t0 = UINT64_MAX;
@@ -305,9 +301,7 @@ int64_t writeChromeTrace(const EngineManifest &m,
       events.push_back(
           {{"name",
             op >= 0 && size_t(op) < m.ops.size() ? m.ops[size_t(op)] : "?"},
-           {"cat", family >= 0 && family < TILEC_TASK_FAMILY_COUNT
-                       ? families[family]
-                       : "?"},
+           {"cat", familyName(TilecTaskFamily(family))},
            {"ph", "X"},
            {"ts", double(b - t0) / 1e3},
            {"dur", double(e - b) / 1e3},
