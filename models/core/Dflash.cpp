@@ -3,6 +3,7 @@
 #include "models/core/Dflash.h"
 
 #include "models/core/Error.h"
+#include "runtime/abi/ExactMath.h"
 
 #include <algorithm>
 #include <cmath>
@@ -67,9 +68,9 @@ Tensor blockAttention(const Tensor &q, int64_t start, const KVCache &context,
       float sink = params.sinks ? (*params.sinks)[size_t(h)] : 0.0f;
       if (params.sinks)
         maxScore = std::max(maxScore, sink);
-      float denom = params.sinks ? std::exp(sink - maxScore) : 0.0f;
+      float denom = params.sinks ? xm::exp(sink - maxScore) : 0.0f;
       for (float &s : scores) {
-        s = std::exp(s - maxScore);
+        s = xm::exp(s - maxScore);
         denom += s;
       }
       float *o = out.data.data() + (i * heads + h) * dv;

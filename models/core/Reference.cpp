@@ -8,6 +8,7 @@
 
 #include "models/core/Error.h"
 #include "models/core/Formats.h"
+#include "runtime/abi/ExactMath.h"
 
 #include <algorithm>
 #include <cmath>
@@ -109,7 +110,7 @@ Tensor siluMul(const Tensor &gate, const Tensor &up) {
   Tensor y(gate.shape);
   for (int64_t i = 0; i < gate.numel(); ++i) {
     float g = gate.data[size_t(i)];
-    y.data[size_t(i)] = g / (1.0f + std::exp(-g)) * up.data[size_t(i)];
+    y.data[size_t(i)] = xm::silu(g) * up.data[size_t(i)];
   }
   return y;
 }
@@ -165,9 +166,9 @@ Tensor attention(const Tensor &q, const std::vector<int64_t> &positions,
       float sink = params.sinks ? (*params.sinks)[size_t(h)] : 0.0f;
       if (params.sinks)
         maxScore = std::max(maxScore, sink);
-      float denom = params.sinks ? std::exp(sink - maxScore) : 0.0f;
+      float denom = params.sinks ? xm::exp(sink - maxScore) : 0.0f;
       for (float &s : scores) {
-        s = std::exp(s - maxScore);
+        s = xm::exp(s - maxScore);
         denom += s;
       }
       float *o = out.data.data() + (i * heads + h) * dv;
@@ -193,7 +194,7 @@ Routing router(const Tensor &x, const std::vector<float> &gate,
     std::vector<float> score(static_cast<size_t>(experts)),
         choice(static_cast<size_t>(experts));
     for (int64_t e = 0; e < experts; ++e) {
-      score[size_t(e)] = 1.0f / (1.0f + std::exp(-logits.row(i)[e]));
+      score[size_t(e)] = xm::sigmoid(logits.row(i)[e]);
       choice[size_t(e)] =
           score[size_t(e)] + (bias.empty() ? 0.0f : bias[size_t(e)]);
     }

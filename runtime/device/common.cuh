@@ -14,6 +14,7 @@
 //===----------------------------------------------------------------------===//
 #pragma once
 
+#include "runtime/abi/ExactMath.h"
 #include "runtime/abi/TaskAbi.h"
 
 #include <cuda_bf16.h>

@@ -79,7 +79,7 @@ __device__ __noinline__ void router_topk_task(const TilecTask &task,
       cv[i] = kNegInf;
       if (e < E) {
         const float x = logits[t * E + e];
-        sv[i] = __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-x)));
+        sv[i] = xm::sigmoid(x);
         cv[i] = bias ? __fadd_rn(sv[i], ld_weight(bias + e)) : sv[i];
       }
     }

@@ -6,10 +6,14 @@
 //===----------------------------------------------------------------------===//
 #include "models/core/Reference.h"
 #include "models/core/Synthetic.h"
+#include "runtime/abi/ExactMath.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
 
 using namespace tilec;
 using ref::Tensor;
@@ -192,3 +196,50 @@ TEST(ReferenceModel, BadTokenIsNamed) {
 }
 
 } // namespace
+
+//===----------------------------------------------------------------------===//
+// ExactMath.h: the exp every executor shares
+//===----------------------------------------------------------------------===//
+
+namespace {
+int64_t orderedBits(float f) {
+  int32_t i;
+  std::memcpy(&i, &f, 4);
+  return i < 0 ? int64_t(INT32_MIN) - i : i; // monotone in f
+}
+} // namespace
+
+TEST(ExactMath, ExpWithinTwoUlpOfTheCorrectlyRoundedValue) {
+  int64_t worst = 0;
+  float at = 0;
+  // Every 97th float bit pattern of [-87.3, 88.7] (about 20 million).
+  for (float x = -87.33f; x < 88.72f;) {
+    float want = float(std::exp(double(x)));
+    int64_t ulps = std::llabs(orderedBits(xm::exp(x)) - orderedBits(want));
+    if (ulps > worst)
+      worst = ulps, at = x;
+    int32_t bits;
+    std::memcpy(&bits, &x, 4);
+    bits += x < 0 ? -97 : 97;
+    if (x < 0 && bits < int32_t(0x80000000u) + 97)
+      bits = 0; // past -0: continue from +0
+    std::memcpy(&x, &bits, 4);
+  }
+  EXPECT_LE(worst, 2) << "at x = " << at;
+}
+
+TEST(ExactMath, ExpSpecialValues) {
+  const float inf = std::numeric_limits<float>::infinity();
+  EXPECT_EQ(xm::exp(0.0f), 1.0f); // online softmax: exp(m - m) must be 1
+  EXPECT_EQ(xm::exp(-0.0f), 1.0f);
+  EXPECT_EQ(xm::exp(-inf), 0.0f);
+  EXPECT_EQ(xm::exp(-100.0f), 0.0f);
+  EXPECT_EQ(xm::exp(inf), inf);
+  EXPECT_EQ(xm::exp(89.0f), inf);
+  EXPECT_TRUE(std::isnan(xm::exp(std::nanf(""))));
+  EXPECT_NEAR(xm::exp(88.7f) / std::exp(double(88.7f)), 1.0, 3e-7); // n = 128
+  EXPECT_EQ(xm::sigmoid(0.0f), 0.5f);
+  EXPECT_EQ(xm::sigmoid(-inf), 0.0f);
+  EXPECT_EQ(xm::silu(0.0f), 0.0f);
+  EXPECT_NEAR(xm::silu(2.0f), 2.0 / (1.0 + std::exp(-2.0)), 1e-6);
+}
