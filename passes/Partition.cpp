@@ -50,10 +50,11 @@ int64_t weightBytes(int64_t format, int64_t rows, int64_t cols) {
 class Partitioner {
 public:
   Partitioner(ModuleOp module, func::FuncOp fn, const Machine &machine,
-              int64_t tasksPerSm, int64_t minRows)
+              int64_t tasksPerSm, int64_t minRows, int64_t attentionSplits)
       : module(module), fn(fn), machine(machine), ctx(module.getContext()),
         b(ctx), tasksPerSm(std::max<int64_t>(1, tasksPerSm)),
-        minRows(std::max<int64_t>(1, minRows)) {}
+        minRows(std::max<int64_t>(1, minRows)),
+        attentionSplits(std::max<int64_t>(1, attentionSplits)) {}
 
   LogicalResult run();
 
@@ -120,7 +121,7 @@ private:
   Machine machine;
   MLIRContext *ctx;
   OpBuilder b;
-  int64_t tasksPerSm, minRows;
+  int64_t tasksPerSm, minRows, attentionSplits;
   int64_t tokens = 0;
   ProgramOp program;
 
@@ -324,6 +325,17 @@ void Partitioner::task(StringRef family, Operation *op,
     groupWrites.insert(root(w));
 }
 
+/// Whether tiles of `tile` rows (boundaries at its multiples below n) keep
+/// every head's rotary rows [h * headDim, h * headDim + rotary) in one tile:
+/// the condition of the device's and host executor's RoPE epilogues.
+static bool rotaryWhole(int64_t n, int64_t tile, int64_t headDim,
+                        int64_t rotary) {
+  for (int64_t b = tile; b < n; b += tile)
+    if (b % headDim > 0 && b % headDim < rotary)
+      return false;
+  return true;
+}
+
 int64_t Partitioner::rowsPerTask(int64_t rows, int64_t granule,
                                  int64_t groups) {
   int64_t want = std::max<int64_t>(1, machine.sms * tasksPerSm / groups);
@@ -414,7 +426,7 @@ LogicalResult Partitioner::partitionLinear(Operation *op) {
     heads = type.getDimSize(1);
     headDim = type.getDimSize(2);
     rotary = *fused.getRotaryDim();
-    granule = headDim;
+    granule = headNorm ? headDim : minRows; // see rotaryWhole
     out = bufferOf(op->getResult(0)).str();
     break;
   }
@@ -427,7 +439,7 @@ LogicalResult Partitioner::partitionLinear(Operation *op) {
     headDim = values ? cache.getVDim() : cache.getQkDim();
     rotary = values ? 0 : *fused.getRotaryDim();
     capacity = cache.getCapacity();
-    granule = headDim;
+    granule = headNorm ? headDim : minRows; // see rotaryWhole
     out = cacheBuffer(*fused.getCache(), values).str();
     break;
   }
@@ -437,6 +449,11 @@ LogicalResult Partitioner::partitionLinear(Operation *op) {
   }
 
   int64_t rows = rowsPerTask(n, granule);
+  // RoPE rotates pairs inside a head's first rotary_dim rows: no tile boundary
+  // may fall among them (a head's other rows, and the values, split anywhere).
+  while (rotary > 0 && !headNorm && rows < n &&
+         !rotaryWhole(n, rows, headDim, rotary))
+    rows = std::min(n, rows + minRows);
   // A head norm keeps a table of T x heads inverse norms (at most 128).
   if (headNorm)
     rows = std::min(rows, std::max<int64_t>(1, 128 / tokens) * headDim);
@@ -526,28 +543,40 @@ LogicalResult Partitioner::partitionAttention(AttentionOp op) {
               argInt("capacity", cache.getCapacity()),
               argInt("sinks", op.getSinks() ? 1 : 0),
               argInt("mask", op.getMask() == MaskKind::bidirectional ? 1 : 0)};
+  // Each kv head's G x T query rows in up to attention-splits tasks, about
+  // tasks-per-sm tasks per SM over the op; every task reads the head's keys
+  // and values.
+  int64_t group = qHeads / kvHeads, qRows = tokens * group;
+  int64_t splits =
+      std::min({attentionSplits, qRows,
+                std::max<int64_t>(1, machine.sms * tasksPerSm / kvHeads)});
+  int64_t rows = ceilDiv(qRows, splits);
+  params.push_back(argInt("rows", rows));
   // Keys a step reads: the window, or for full layers a nominal 4096 positions.
   int64_t span = op.getWindow() > 0
                      ? op.getWindow()
                      : std::min<int64_t>(4096, cache.getCapacity());
   beginGroup(nameOf(op));
-  for (int64_t g = 0; g < kvHeads; ++g) {
-    Args args{argSym("q", query),
-              argSym("kcache", keys),
-              argSym("vcache", values),
-              argSym("pos", pos),
-              argSym("out", out),
-              argInt("kv_head", g),
-              argF32("scale", op.getScale().convertToDouble()),
-              argF32("vscale", op.getValueScale().convertToDouble())};
-    if (op.getSinks())
-      args.push_back(argSym("sinks", *op.getSinks()));
-    int64_t group = qHeads / kvHeads;
-    task("attention", op, params, args, {query, keys, values, pos}, {out},
-         span * (d + cache.getVDim()) * 2 +
-             tokens * group * (d + cache.getVDim()) * 2,
-         2 * tokens * group * span * (d + cache.getVDim()), /*prefetch=*/false);
-  }
+  for (int64_t g = 0; g < kvHeads; ++g)
+    for (int64_t r0 = 0; r0 < qRows; r0 += rows) {
+      int64_t r1 = std::min(qRows, r0 + rows);
+      Args args{argSym("q", query),
+                argSym("kcache", keys),
+                argSym("vcache", values),
+                argSym("pos", pos),
+                argSym("out", out),
+                argInt("kv_head", g),
+                argF32("scale", op.getScale().convertToDouble()),
+                argF32("vscale", op.getValueScale().convertToDouble()),
+                argInt("row0", r0),
+                argInt("row1", r1)};
+      if (op.getSinks())
+        args.push_back(argSym("sinks", *op.getSinks()));
+      task("attention", op, params, args, {query, keys, values, pos}, {out},
+           span * (d + cache.getVDim()) * 2 +
+               (r1 - r0) * (d + cache.getVDim()) * 2,
+           2 * (r1 - r0) * span * (d + cache.getVDim()), /*prefetch=*/false);
+    }
   return endGroup(op);
 }
 
@@ -735,16 +764,15 @@ LogicalResult Partitioner::partitionAccept(AcceptOp op) {
   beginGroup(nameOf(op));
   task("spec_accept", op,
        {argInt("T", tokens), argInt("mask_token", op.getMaskToken()),
-        argInt("V", cast<RankedTensorType>(op.getLogits().getType())
-                        .getDimSize(1))},
+        argInt("V",
+               cast<RankedTensorType>(op.getLogits().getType()).getDimSize(1))},
        {argSym("draft", draft), argSym("predicted", predicted),
         argSym("pos", positions), argSym("forced", forced),
         argSym("out", committed), argSym("next", next),
         argSym("next_pos", nextPositions), argSym("logits", logits),
         argSym("sampling", sampling)},
        {draft, predicted, positions, forced, logits, sampling},
-       {committed, next, nextPositions},
-       tokens * 16, 0, /*prefetch=*/false);
+       {committed, next, nextPositions}, tokens * 16, 0, /*prefetch=*/false);
   return endGroup(op);
 }
 
@@ -950,7 +978,7 @@ LogicalResult Partitioner::run() {
   if (speculative && !(program->hasAttr("spec_tokens_buffer") &&
                        program->hasAttr("spec_positions_buffer") &&
                        program->hasAttr("spec_forced_buffer") &&
-        program->hasAttr("spec_sampling_buffer")))
+                       program->hasAttr("spec_sampling_buffer")))
     return fn.emitOpError()
            << "tile-partition: @" << fn.getSymName()
            << " accepts tokens but does not read all of @spec.tokens, "
@@ -973,10 +1001,11 @@ struct PartitionPass : public impl::TilePartitionBase<PartitionPass> {
                          << "' (expected h100, h200 or b200)";
       return signalPassFailure();
     }
-    if (sms < 0 || smem < 0 || tasksPerSm < 1 || minRows < 1) {
+    if (sms < 0 || smem < 0 || tasksPerSm < 1 || minRows < 1 ||
+        attentionSplits < 1) {
       module.emitError()
-          << "tile-partition: sms and smem must be >= 0, tasks-per-sm "
-             "and min-rows >= 1";
+          << "tile-partition: sms and smem must be >= 0, tasks-per-sm, "
+             "min-rows and attention-splits >= 1";
       return signalPassFailure();
     }
     if (sms > 0)
@@ -988,7 +1017,8 @@ struct PartitionPass : public impl::TilePartitionBase<PartitionPass> {
       module.emitError() << "tile-partition: no function @" << function;
       return signalPassFailure();
     }
-    Partitioner partitioner(module, fn, *machine, tasksPerSm, minRows);
+    Partitioner partitioner(module, fn, *machine, tasksPerSm, minRows,
+                            attentionSplits);
     if (failed(partitioner.run()))
       return signalPassFailure();
   }

@@ -21,6 +21,11 @@ make() { # name tilec-args...
 }
 make p-tiny tiny --no-drafter
 make d-tiny tiny
+# Issue 5's correctness check: every tiny preset against the CPU reference.
+for p in tiny-groups tiny-window tiny-pro; do
+  make c-$p $p --no-drafter
+  make cd-$p $p
+done
 make ps-plain pro-slice --no-drafter
 make ps-plain8 pro-slice --no-drafter --tokens 8
 make ps-dflash pro-slice

@@ -14,6 +14,8 @@
 #           on the same model and weights (bench/models/flash-4l, bf16)
 #   race    compute-sanitizer racecheck on the tiny engine
 #   ar      DFlash with the autoregressive drafter against the block drafter
+#   tinycheck  every tiny preset's engine against the CPU reference (64 steps)
+#   sweep   every engine in ENGINES_DIR timed (nr-*: compared with the host executor)
 #
 # Usage: bench/gpu/run.sh ENGINES_DIR SECTION...
 set -uo pipefail
@@ -91,6 +93,34 @@ if want issue5; then
     timeout 400 "$run" compare "$engines/$e" --prompt-ids $prompt --steps 1 \
       >"$logs/compare-$e.log" 2>&1
     row "issue5 compare $e (rc $?)" info "$(grep -c 'WRONG' "$logs/compare-$e.log") of $(grep -c '^step' "$logs/compare-$e.log") buffers differ ($(($(date +%s) - start)) s)"
+  done
+fi
+
+if want sweep; then
+  # Every engine of ENGINES_DIR: nr-* (compiled with tile-plan-memory{reuse=false})
+  # compared buffer by buffer with the host executor, the others timed.
+  for e in "$engines"/*/; do
+    n=$(basename "$e")
+    if [[ $n == nr-* ]]; then
+      timeout 120 "$run" compare "$e" --prompt-ids $prompt --steps ${COMPARE_STEPS:-2} >"$logs/compare-$n.log" 2>&1
+      row "compare $n (rc $?)" info "$(grep -c 'WRONG' "$logs/compare-$n.log") differ; first: $(grep -m1 'WRONG' "$logs/compare-$n.log" | cut -c1-100)"
+      continue
+    fi
+    timeout 120 "$run" run "$e" --executor gpu --prompt-ids $prompt -n 64 --json \
+      >"$logs/run-$n.json" 2>"$logs/run-$n.log"
+    row "$n (rc $?)" info "$(summ "$logs/run-$n.json")"
+  done
+fi
+
+if want tinycheck; then
+  # Every tiny preset (synthetic weights) on the GPU against the CPU reference:
+  # greedy tokens over 64 steps and the teacher-forced logits.
+  for e in p-tiny d-tiny c-tiny-groups cd-tiny-groups c-tiny-window cd-tiny-window \
+           c-tiny-pro cd-tiny-pro; do
+    [ -d "$engines/$e" ] || continue
+    timeout 120 "$run" run "$engines/$e" --executor gpu --prompt-ids $prompt -n 64 --check \
+      --json >"$logs/check-$e.json" 2>"$logs/check-$e.log"
+    row "check $e (rc $?)" info "$(grep -o '[0-9]* of [0-9]* greedy tokens agree[^;]*; logits.*' "$logs/check-$e.log")"
   done
 fi
 

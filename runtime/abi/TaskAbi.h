@@ -11,7 +11,7 @@
 #ifndef TILEC_RUNTIME_ABI_TASKABI_H
 #define TILEC_RUNTIME_ABI_TASKABI_H
 
-#define TILEC_ABI_VERSION 3
+#define TILEC_ABI_VERSION 4
 
 /* One task: 24 signed 64-bit words. */
 #define TILEC_TASK_WORDS 24
@@ -107,7 +107,9 @@ enum TilecAttentionArgs {
   TILEC_ATT_KV_HEAD = 5, /* this task's kv head (queries of its group)      */
   TILEC_ATT_SINKS = 6,   /* weights: bf16 [Hq], or -1                       */
   TILEC_ATT_SCALE = 7,   /* f32 bits                                        */
-  TILEC_ATT_VSCALE = 8   /* f32 bits                                        */
+  TILEC_ATT_VSCALE = 8,  /* f32 bits                                        */
+  TILEC_ATT_ROW0 = 9,    /* query rows [ROW0, ROW1) of the kv head's G x T:  */
+  TILEC_ATT_ROW1 = 10    /* row r = token r / G, query head g*G + r % G      */
 };
 
 enum TilecRouterArgs {
@@ -198,6 +200,13 @@ typedef struct TilecStepParams {
   unsigned long long *trace;            /* [sms, max tasks, 2] or null        */
   int *report;                          /* host-mapped hang/fault report      */
   unsigned long long watchdog_ns;       /* 0: no watchdog                     */
+  /* The task queue (null: every CTA runs its SM's list). CTAs take tasks in
+     the order order[0 .. total) (a topological order of every task) by
+     tickets: atomicAdd(ticket, 1) - step * (total + CTAs) < total. Trace
+     stamps and reports still name each task by its place in the lists. */
+  const int *order;
+  unsigned int *ticket;
+  int total;
 } TilecStepParams;
 
 /* The hang report the watchdog writes (ints of TilecStepParams::report). */

@@ -1,7 +1,8 @@
 //===- attention.cuh - ATTENTION: a kv head's queries over the cache ------===//
 //
-// One task = kv head g: its G = q_heads / kv_heads query heads for all T tokens
-// (G x T query rows) over the cached keys. Keys and values stream through
+// One task = query rows [ROW0, ROW1) of kv head g's G x T (G = q_heads /
+// kv_heads query heads for all T tokens; row r = token r / G, head g*G + r % G)
+// over the cached keys. Keys and values stream through
 // shared memory in tiles of 32 positions (cp.async, double-buffered); each
 // warp owns blocks of R query rows, one key per lane for the scores, one slice
 // of the value dims per lane for the output, with an online softmax (the sink
@@ -44,8 +45,9 @@ __host__ __device__ constexpr int attention_rows(int qr, int warps) {
 /// j % CAPACITY of the caches; SINKS adds a per-head sink logit to the
 /// softmax. MASK 1 (bidirectional, the drafter's block appended to the cache):
 /// keys up to the block's last position instead of p, and below p + WINDOW.
+/// ROWS: the most query rows of one task.
 template <int T, int Q_HEADS, int KV_HEADS, int HEAD_DIM, int V_DIM, int WINDOW,
-          int CAPACITY, int SINKS, int MASK>
+          int CAPACITY, int SINKS, int MASK, int ROWS>
 __device__ __noinline__ void attention_task(const TilecTask &task,
                                             const Ctx &ctx) {
   static_assert(T >= 1 && T <= 16, "ATTENTION: 1 to 16 tokens");
@@ -55,10 +57,12 @@ __device__ __noinline__ void attention_task(const TilecTask &task,
   static_assert(V_DIM % 8 == 0, "ATTENTION: v_dim a multiple of 8");
   static_assert(CAPACITY >= 1 && WINDOW >= 0, "ATTENTION: bad cache");
   static_assert(MASK == 0 || MASK == 1, "ATTENTION: mask 0 (causal) or 1");
+  static_assert(ROWS >= 1 && ROWS <= T * (Q_HEADS / KV_HEADS),
+                "ATTENTION: rows per task between 1 and G x T");
   if (ctx.prefetch)
     return; // no weights but the sinks; the cache is read once
 
-  constexpr int D = HEAD_DIM, DV = V_DIM, G = Q_HEADS / KV_HEADS, QR = G * T;
+  constexpr int D = HEAD_DIM, DV = V_DIM, G = Q_HEADS / KV_HEADS, QR = ROWS;
   constexpr int KT = 32;            // keys per tile: one per lane
   constexpr int DVL = cdiv(DV, 32); // value dims per lane (v_dim < 32: some
                                     // lanes idle)
@@ -80,6 +84,8 @@ __device__ __noinline__ void attention_task(const TilecTask &task,
 
   const i64 *a = task.w + (TILEC_TASK_WORDS - TILEC_TASK_ARGS);
   const int g = int(a[TILEC_ATT_KV_HEAD]);
+  const int row0 = int(a[TILEC_ATT_ROW0]);
+  const int row1 = cmin(int(a[TILEC_ATT_ROW1]), cmin(row0 + QR, G * T));
   const int *pos = reinterpret_cast<const int *>(ctx.arena + a[TILEC_ATT_POS]);
   const u8 *q = ctx.arena + a[TILEC_ATT_Q];
   const u8 *kc = ctx.kv + a[TILEC_ATT_KCACHE];
@@ -104,8 +110,8 @@ __device__ __noinline__ void attention_task(const TilecTask &task,
   int4 *row_state = reinterpret_cast<int4 *>(ctx.smem + kRangeOff);
   float *ps = reinterpret_cast<float *>(ctx.smem + kPOff) + warp * R * KT;
 
-  for (int p0 = 0; p0 < QR; p0 += kQRows) {
-    const int rows = cmin(kQRows, QR - p0);
+  for (int p0 = row0; p0 < row1; p0 += kQRows) {
+    const int rows = cmin(kQRows, row1 - p0);
     // Query rows as f32, with their key ranges.
     for (int idx = tid; idx < rows * (D / 8); idx += kComputeThreads) {
       const int r = idx / (D / 8), u = idx - r * (D / 8), gr = p0 + r;
@@ -242,8 +248,8 @@ __device__ __noinline__ void attention_task(const TilecTask &task,
           const float mn = fmaxf(m, warp_max(sv));
           float p = 0.0f, corr = 1.0f;
           if (mn != -__int_as_float(0x7f800000)) {
-            corr = expf(m - mn);
-            p = valid ? expf(sv - mn) : 0.0f;
+            corr = xm::exp(m - mn);
+            p = valid ? xm::exp(sv - mn) : 0.0f;
           }
           const float sum = warp_sum(p);
           __syncwarp(); // every lane has read the row's state
@@ -329,7 +335,7 @@ __device__ __noinline__ void attention_task(const TilecTask &task,
         }
       }
     }
-    if (p0 + kQRows < QR)
+    if (p0 + kQRows < row1)
       compute_sync(); // q rows and ranges are restaged
   }
 }

@@ -16,6 +16,12 @@
 
 #include "runtime/device/common.cuh"
 
+/// Gemv keeps the next step's weight vectors in registers (double buffering)
+/// while at most this many accumulators (rows x tokens) are live.
+#ifndef TILEC_GEMV_DOUBLE_BUFFER_MAX
+#define TILEC_GEMV_DOUBLE_BUFFER_MAX 16
+#endif
+
 namespace tilec {
 namespace detail {
 
@@ -122,7 +128,7 @@ struct Gemv {
                  cmax(1, kSmemBytes / 4 / (MATS * TILE * T * 4)));
   static constexpr int kChunksPerSplit = cdiv(kChunks, KS);
   /// With few accumulators the next step's vectors also stay in registers.
-  static constexpr bool kDoubleBuffer = PR * T <= 16;
+  static constexpr bool kDoubleBuffer = PR * T <= TILEC_GEMV_DOUBLE_BUFFER_MAX;
   /// The lanes ask L2 for their rows kAhead steps ahead (and for the first
   /// steps of the warp's next unit), which costs no registers.
   static constexpr int kAhead = 4;
@@ -537,8 +543,18 @@ __device__ __forceinline__ float rope_value(bool high, float x1, float x2,
               : __fsub_rn(__fmul_rn(x1, c), __fmul_rn(x2, s));
 }
 
+/// Whether tiles of TILE rows keep each head's rotary rows [h * head_dim,
+/// h * head_dim + rotary) in one tile (RoPE pairs rows of that range).
+__host__ __device__ constexpr bool rotary_whole(int n, int tile, int head_dim,
+                                                int rotary) {
+  for (int b = tile; b < n; b += tile)
+    if (b % head_dim > 0 && b % head_dim < rotary)
+      return false;
+  return true;
+}
+
 __device__ __forceinline__ float silu_mul(float g, float u) {
-  return __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), u);
+  return __fmul_rn(xm::silu(g), u);
 }
 
 /// (value, index) argmax step: NaN never wins, ties keep the smaller index.
@@ -586,10 +602,12 @@ __device__ __noinline__ void linear_task(const TilecTask &task,
                 "LINEAR: unknown epilogue");
   static_assert(N >= 1 && TILE <= N, "LINEAR: tile larger than N");
   constexpr int kHeadDim = HEAD_DIM > 0 ? HEAD_DIM : 1;
-  static_assert(!kHeads || (HEAD_DIM > 0 && HEADS * HEAD_DIM == N &&
-                            TILE % kHeadDim == 0),
-                "LINEAR: head epilogues need N = heads x head_dim and tiles "
-                "of whole heads");
+  static_assert(!kHeads || (HEAD_DIM > 0 && HEADS * HEAD_DIM == N),
+                "LINEAR: head epilogues need N = heads x head_dim");
+  static_assert(!HEAD_NORM || TILE % kHeadDim == 0,
+                "LINEAR: head_norm needs tiles of whole heads");
+  static_assert(!kRope || detail::rotary_whole(N, TILE, kHeadDim, ROTARY_DIM),
+                "LINEAR: a tile boundary falls inside a head's rotary rows");
   static_assert(!kRope || (ROTARY_DIM > 0 && ROTARY_DIM % 2 == 0 &&
                            ROTARY_DIM <= HEAD_DIM && ROTARY_DIM <= 256),
                 "LINEAR: rotary_dim must be even, at most head_dim and 256");
@@ -718,7 +736,8 @@ __device__ __noinline__ void linear_task(const TilecTask &task,
       reinterpret_cast<u16 *>(ctx.arena + a[TILEC_LIN_OUT])[i64(t) * N + n] =
           f32_to_bf16(detail::silu_mul(G::y(ctx, t, 0, i), G::y(ctx, t, 1, i)));
     } else {
-      // Head epilogues: n = h * HEAD_DIM + d, tiles of whole heads.
+      // Head epilogues: n = h * HEAD_DIM + d; a row d < ROTARY_DIM has its
+      // head's whole rotary part in the tile (rotary_whole), from i - d.
       const int d = n % kHeadDim;
       const int pos =
           reinterpret_cast<const int *>(ctx.arena + a[TILEC_LIN_POS])[t];

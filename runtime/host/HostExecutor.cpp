@@ -3,6 +3,7 @@
 
 #include "models/core/Error.h"
 #include "models/core/Formats.h"
+#include "runtime/abi/ExactMath.h"
 
 #include <fmt/ranges.h>
 
@@ -82,7 +83,6 @@ float f32FromWord(int64_t word) {
   return f;
 }
 
-float silu(float g) { return g / (1.0f + std::exp(-g)); }
 
 /// Sequential f32 dot product (the order ref::linear uses).
 float dot(const float *a, const float *b, int64_t n) {
@@ -524,7 +524,7 @@ void runLinear(TaskRun &r) {
     std::vector<float> u =
         project(TILEC_LIN_W2, TILEC_LIN_W2SCALE, "the up weight");
     for (size_t i = 0; i < y.size(); ++i)
-      y[i] = silu(y[i]) * u[i];
+      y[i] = xm::silu(y[i]) * u[i];
     for (int64_t t = 0; t < T; ++t)
       r.storeBf16(kArena, out + 2 * (t * N + n0), &y[size_t(t * rows)], rows,
                   "the output");
@@ -571,19 +571,28 @@ void runLinear(TaskRun &r) {
     break;
   }
 
-  // ROPE_STORE, ROPE_KCACHE, VCACHE: rows are whole heads.
+  // ROPE_STORE, ROPE_KCACHE, VCACHE: rows n = h * head_dim + d.
   int64_t heads = r.param("heads"), headDim = r.param("head_dim");
-  if (heads * headDim != N || headDim <= 0 || n0 % headDim != 0 ||
-      n1 % headDim != 0)
-    r.error("{} needs rows of whole heads: N = {}, heads = {}, head_dim = {}, "
-            "rows [{}, {})",
-            epilogueName(epilogue), N, heads, headDim, n0, n1);
+  if (heads * headDim != N || headDim <= 0)
+    r.error("{} needs N = heads x head_dim: N = {}, heads = {}, head_dim = {}",
+            epilogueName(epilogue), N, heads, headDim);
+  bool rope = epilogue != TILEC_EPI_VCACHE;
+  int64_t rotary = rope ? r.param("rotary_dim") : 0;
+  if (rotary < 0 || rotary > headDim || rotary % 2 != 0)
+    r.error("rotary_dim {} for head_dim {}", rotary, headDim);
+  bool headNorm = r.paramOr("head_norm", 0) != 0;
+  if (headNorm && !rope)
+    r.error("head_norm applies to the ROPE epilogues, not VCACHE");
+  // A head norm needs whole heads; RoPE, each head's rotary rows in one task.
+  for (int64_t b : {n0, n1})
+    if (b % headDim != 0 && (headNorm || b % headDim < rotary))
+      r.error("{}: row {} splits head {} ({}, head_dim {}, rotary_dim {})",
+              epilogueName(epilogue), b, b / headDim,
+              headNorm ? "head norm" : "inside its rotary rows", headDim,
+              rotary);
   std::vector<int32_t> pos =
       r.i32s(kArena, r.arg(TILEC_LIN_POS), T, "the positions");
   std::vector<float> res(static_cast<size_t>(rows));
-  bool headNorm = r.paramOr("head_norm", 0) != 0;
-  if (headNorm && epilogue == TILEC_EPI_VCACHE)
-    r.error("head_norm applies to the ROPE epilogues, not VCACHE");
   std::vector<float> headW;
   if (headNorm) {
     // Each head of y RMS-normalized before RoPE (DFlash's q_norm / k_norm).
@@ -598,16 +607,12 @@ void runLinear(TaskRun &r) {
   }
   for (int64_t t = 0; t < T; ++t) {
     const float *yt = &y[size_t(t * rows)];
-    if (epilogue == TILEC_EPI_VCACHE) {
-      std::copy(yt, yt + rows, res.begin());
-    } else {
-      int64_t rotary = r.param("rotary_dim");
-      if (rotary < 0 || rotary > headDim || rotary % 2 != 0)
-        r.error("rotary_dim {} for head_dim {}", rotary, headDim);
-      for (int64_t h = 0; h < rows / headDim; ++h)
-        ropeHead(yt + h * headDim, &res[size_t(h * headDim)], headDim, rotary,
-                 r.argF32(TILEC_LIN_THETA), pos[size_t(t)]);
-    }
+    std::copy(yt, yt + rows, res.begin());
+    // Each head starting in the task: its rotary rows (all in the task).
+    for (int64_t h0 = (n0 + headDim - 1) / headDim * headDim;
+         rotary > 0 && h0 < n1; h0 += headDim)
+      ropeHead(yt + (h0 - n0), &res[size_t(h0 - n0)], rotary, rotary,
+               r.argF32(TILEC_LIN_THETA), pos[size_t(t)]);
     if (epilogue == TILEC_EPI_ROPE_STORE) {
       r.storeBf16(kArena, out + 2 * (t * N + n0), res.data(), rows, "q");
       continue;
@@ -639,6 +644,13 @@ void runAttention(TaskRun &r) {
   if (sinks && r.arg(TILEC_ATT_SINKS) == -1)
     r.error("the instance has sinks but the task gives no sink weights");
   int64_t G = Hq / Hkv;
+  // Query rows [row0, row1) of the kv head's G x T: row = t * G + (h - g G).
+  int64_t row0 = r.arg(TILEC_ATT_ROW0), row1 = r.arg(TILEC_ATT_ROW1);
+  int64_t maxRows = r.paramOr("rows", G * T);
+  if (row0 < 0 || row1 <= row0 || row1 > G * T || row1 - row0 > maxRows)
+    r.error("query rows [{}, {}) are not a non-empty range of [0, {}) of at "
+            "most the instance's {} rows",
+            row0, row1, G * T, maxRows);
   float scale = r.argF32(TILEC_ATT_SCALE), vscale = r.argF32(TILEC_ATT_VSCALE);
   int64_t kc = r.arg(TILEC_ATT_KCACHE), vc = r.arg(TILEC_ATT_VCACHE);
   std::vector<int32_t> pos =
@@ -646,7 +658,7 @@ void runAttention(TaskRun &r) {
   std::vector<float> sink;
   if (sinks)
     sink = r.bf16s(kWeights, r.arg(TILEC_ATT_SINKS), Hq, "the sinks");
-  for (int64_t t = 0; t < T; ++t) {
+  for (int64_t t = row0 / G; t <= (row1 - 1) / G; ++t) {
     int64_t p = pos[size_t(t)];
     // Causal: keys up to p. Bidirectional (the drafter's block, appended to
     // the cache): up to the block's last position, within the window.
@@ -669,7 +681,8 @@ void runAttention(TaskRun &r) {
       r.checkSlot(kc, slot, j, "the key");
       r.checkSlot(vc, slot, j, "the value");
     }
-    for (int64_t h = g * G; h < (g + 1) * G; ++h) {
+    for (int64_t h = g * G + std::max<int64_t>(0, row0 - t * G);
+         h < g * G + std::min(G, row1 - t * G); ++h) {
       std::vector<float> q =
           r.bf16s(kArena, r.arg(TILEC_ATT_Q) + 2 * ((t * Hq + h) * D), D, "q");
       std::vector<float> s(keys.size());
@@ -681,9 +694,9 @@ void runAttention(TaskRun &r) {
       // As ref::attention: the sink's term first, then the keys in order.
       if (sinks)
         m = std::max(m, sink[size_t(h)]);
-      float den = sinks ? std::exp(sink[size_t(h)] - m) : 0.0f;
+      float den = sinks ? xm::exp(sink[size_t(h)] - m) : 0.0f;
       for (float &v : s) {
-        v = std::exp(v - m);
+        v = xm::exp(v - m);
         den += v;
       }
       std::vector<float> o(size_t(Dv), 0.0f);
@@ -720,7 +733,7 @@ void runRouter(TaskRun &r) {
     std::vector<float> score(static_cast<size_t>(E)),
         choice(static_cast<size_t>(E));
     for (int64_t e = 0; e < E; ++e) {
-      score[size_t(e)] = 1.0f / (1.0f + std::exp(-logits[size_t(t * E + e)]));
+      score[size_t(e)] = xm::sigmoid(logits[size_t(t * E + e)]);
       choice[size_t(e)] =
           score[size_t(e)] + (bias.empty() ? 0.0f : bias[size_t(e)]);
     }
@@ -845,7 +858,7 @@ void runMoeGateUp(TaskRun &r) {
       float g = dot(x.data(), row.data(), H);
       gate.row(I + n, row.data());
       float u = dot(x.data(), row.data(), H);
-      out[size_t(n - n0)] = silu(g) * u;
+      out[size_t(n - n0)] = xm::silu(g) * u;
     }
     r.storeBf16(kArena, r.arg(TILEC_MOE_OUT) + 2 * ((s * T + t) * I + n0),
                 out.data(), n1 - n0, "the MoE activation");

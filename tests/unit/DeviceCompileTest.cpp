@@ -135,10 +135,10 @@ struct Dispatch {
     switch (instance) {
     case 0: tilec::embed_task<8, 6144, 152576>(t, c); break;
     case 1: tilec::linear_task<8, 6144, 3072, 192, TILEC_FMT_FP8, TILEC_PRO_RMSNORM, TILEC_EPI_ROPE_STORE, 16, 192, 64, 0, 0, 0>(t, c); break;
-    case 2: tilec::linear_task<8, 6144, 192, 192, TILEC_FMT_FP8, TILEC_PRO_RMSNORM, TILEC_EPI_ROPE_KCACHE, 1, 192, 64, 8192, 0, 0>(t, c); break;
-    case 3: tilec::linear_task<8, 6144, 128, 128, TILEC_FMT_FP8, TILEC_PRO_RMSNORM, TILEC_EPI_VCACHE, 1, 128, 0, 8192, 0, 0>(t, c); break;
-    case 4: tilec::attention_task<8, 16, 1, 192, 128, 0, 8192, 0, 0>(t, c); break;
-    case 5: tilec::attention_task<8, 16, 1, 192, 128, 128, 136, 1, 0>(t, c); break;
+    case 2: tilec::linear_task<8, 6144, 192, 64, TILEC_FMT_FP8, TILEC_PRO_RMSNORM, TILEC_EPI_ROPE_KCACHE, 1, 192, 64, 8192, 0, 0>(t, c); break;
+    case 3: tilec::linear_task<8, 6144, 128, 32, TILEC_FMT_FP8, TILEC_PRO_RMSNORM, TILEC_EPI_VCACHE, 1, 128, 0, 8192, 0, 0>(t, c); break;
+    case 4: tilec::attention_task<8, 16, 1, 192, 128, 0, 8192, 0, 0, 32>(t, c); break;
+    case 5: tilec::attention_task<8, 16, 1, 192, 128, 128, 136, 1, 0, 128>(t, c); break;
     case 6: tilec::linear_task<8, 2048, 6144, 64, TILEC_FMT_BF16, TILEC_PRO_NONE, TILEC_EPI_RESIDUAL, 0, 0, 0, 0, 0, 0>(t, c); break;
     case 7: tilec::linear_task<8, 6144, 384, 16, TILEC_FMT_BF16, TILEC_PRO_RMSNORM, TILEC_EPI_STORE_F32, 0, 0, 0, 0, 0, 0>(t, c); break;
     case 8: tilec::router_topk_task<8, 384, 8, 1, 1, 1>(t, c); break;
@@ -151,7 +151,7 @@ struct Dispatch {
     case 15: tilec::argmax_reduce_task<8, 120>(t, c); break;
     case 16: tilec::linear_task<1, 6144, 2048, 16, TILEC_FMT_MXFP4, TILEC_PRO_RMSNORM, TILEC_EPI_STORE_BF16, 0, 0, 0, 0, 0, 0>(t, c); break;
     case 17: tilec::router_topk_task<4, 256, 8, 8, 4, 1>(t, c); break;
-    case 18: tilec::attention_task<1, 4, 2, 48, 32, 8, 16, 1, 0>(t, c); break;
+    case 18: tilec::attention_task<1, 4, 2, 48, 32, 8, 16, 1, 0, 2>(t, c); break;
     case 19: tilec::moe_gate_up_task<4, 64, 64, 8, 2, 8, 32, TILEC_FMT_FP8>(t, c); break;
     case 20: tilec::moe_down_task<4, 64, 64, 8, 2, 8, 32, TILEC_FMT_BF16>(t, c); break;
     // DFlash: the drafter's q/k with head norms, its bidirectional block
@@ -159,13 +159,13 @@ struct Dispatch {
     // autoregressive drafter's fill.
     case 21: tilec::linear_task<8, 6144, 16384, 128, TILEC_FMT_BF16, TILEC_PRO_RMSNORM, TILEC_EPI_ROPE_STORE, 128, 128, 64, 0, 1, 0>(t, c); break;
     case 22: tilec::linear_task<8, 6144, 1024, 128, TILEC_FMT_BF16, TILEC_PRO_RMSNORM, TILEC_EPI_ROPE_KCACHE, 8, 128, 64, 1032, 1, 0>(t, c); break;
-    case 23: tilec::attention_task<8, 128, 8, 128, 128, 1024, 1032, 1, 1>(t, c); break;
+    case 23: tilec::attention_task<8, 128, 8, 128, 128, 1024, 1032, 1, 1, 128>(t, c); break;
     case 24: tilec::linear_task<8, 6144, 19072, 160, TILEC_FMT_BF16, TILEC_PRO_RMSNORM, TILEC_EPI_ARGMAX, 0, 0, 0, 0, 0, 1>(t, c); break;
     case 25: tilec::concat_task<8, 6144, 30720, 0>(t, c); break;
     case 26: tilec::concat_task<8, 6144, 30720, 1>(t, c); break;
     case 27: tilec::spec_accept_task<8, 8191, 152576>(t, c); break;
     case 28: tilec::spec_update_task<8>(t, c); break;
-    case 29: tilec::attention_task<4, 4, 2, 16, 16, 16, 20, 0, 0>(t, c); break;
+    case 29: tilec::attention_task<4, 4, 2, 16, 16, 16, 20, 0, 0, 8>(t, c); break;
     case 30: tilec::draft_fill_task<8>(t, c); break;
     default: break;
     }

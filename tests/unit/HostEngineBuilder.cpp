@@ -445,7 +445,9 @@ EngineManifest buildModelEngine(const Model &model, int64_t T, int sms,
            {TILEC_ATT_SINKS,
             s.hasSinks ? w[a + "attention_sink_bias"].offset : -1},
            {TILEC_ATT_SCALE, f32Word(float(1.0 / std::sqrt(double(D))))},
-           {TILEC_ATT_VSCALE, f32Word(float(c.attentionValueScale))}});
+           {TILEC_ATT_VSCALE, f32Word(float(c.attentionValueScale))},
+           {TILEC_ATT_ROW0, 0},
+           {TILEC_ATT_ROW1, T * (Hq / Hkv)}});
     int64_t attnEvent = b.op(p + "attention", iattn, tasks, {b.all(qkv)});
 
     const WeightInfo &wo = w[a + "o_proj.weight"];

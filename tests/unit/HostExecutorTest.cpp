@@ -387,13 +387,18 @@ struct AttentionCase {
   int64_t window, capacity;
   bool sinks;
   int64_t steps;
+  // Rows per task: of the key projection (head_dim 16, rotary 8), the value
+  // projection (v_dim 8) and attention (of a kv head's G x T = 4 query rows).
+  int64_t kTile = 16, vTile = 8, attentionRows = 4;
 };
 
 /// K/V projections into the cache and attention over it, step after step:
 /// windows, sinks, GQA, and slots reused around the ring.
 void checkAttention(const AttentionCase &c) {
-  SCOPED_TRACE(::testing::Message() << "window " << c.window << " capacity "
-                                    << c.capacity << " sinks " << c.sinks);
+  SCOPED_TRACE(::testing::Message()
+               << "window " << c.window << " capacity " << c.capacity
+               << " sinks " << c.sinks << " tiles " << c.kTile << "/" << c.vTile
+               << "/" << c.attentionRows);
   const int64_t T = 2, H = 32, Hq = 4, Hkv = 2, D = 16, Dv = 8, rot = 8;
   const float theta = 500.0f, scale = 0.25f, vscale = 0.707f;
   EngineBuilder b(4, T);
@@ -410,7 +415,7 @@ void checkAttention(const AttentionCase &c) {
       b.instance(TILEC_TASK_LINEAR, {{"T", T},
                                      {"K", H},
                                      {"N", Hkv * D},
-                                     {"tile", D},
+                                     {"tile", c.kTile},
                                      {"format", 0},
                                      {"prologue", 0},
                                      {"epilogue", TILEC_EPI_ROPE_KCACHE},
@@ -421,7 +426,7 @@ void checkAttention(const AttentionCase &c) {
   int64_t iv = b.instance(TILEC_TASK_LINEAR, {{"T", T},
                                               {"K", H},
                                               {"N", Hkv * Dv},
-                                              {"tile", Dv},
+                                              {"tile", c.vTile},
                                               {"format", 0},
                                               {"prologue", 0},
                                               {"epilogue", TILEC_EPI_VCACHE},
@@ -429,25 +434,25 @@ void checkAttention(const AttentionCase &c) {
                                               {"head_dim", Dv},
                                               {"capacity", c.capacity}});
   int64_t kv = b.event("kv");
-  for (int64_t g = 0; g < Hkv; ++g) {
+  for (int64_t n0 = 0; n0 < Hkv * D; n0 += c.kTile)
     b.task(b.nextSm(), "k", ik,
            {{TILEC_LIN_X, x},
             {TILEC_LIN_W, wk.info.offset},
-            {TILEC_LIN_N0, g * D},
-            {TILEC_LIN_N1, (g + 1) * D},
+            {TILEC_LIN_N0, n0},
+            {TILEC_LIN_N1, std::min(Hkv * D, n0 + c.kTile)},
             {TILEC_LIN_OUT, cache.keyOffset},
             {TILEC_LIN_POS, pos},
             {TILEC_LIN_THETA, f32Word(theta)}},
            {}, kv);
+  for (int64_t n0 = 0; n0 < Hkv * Dv; n0 += c.vTile)
     b.task(b.nextSm(), "v", iv,
            {{TILEC_LIN_X, x},
             {TILEC_LIN_W, wv.info.offset},
-            {TILEC_LIN_N0, g * Dv},
-            {TILEC_LIN_N1, (g + 1) * Dv},
+            {TILEC_LIN_N0, n0},
+            {TILEC_LIN_N1, std::min(Hkv * Dv, n0 + c.vTile)},
             {TILEC_LIN_OUT, cache.valueOffset},
             {TILEC_LIN_POS, pos}},
            {}, kv);
-  }
   int64_t ia = b.instance(TILEC_TASK_ATTENTION, {{"T", T},
                                                  {"q_heads", Hq},
                                                  {"kv_heads", Hkv},
@@ -455,18 +460,24 @@ void checkAttention(const AttentionCase &c) {
                                                  {"v_dim", Dv},
                                                  {"window", c.window},
                                                  {"capacity", c.capacity},
-                                                 {"sinks", c.sinks}});
+                                                 {"sinks", c.sinks},
+                                                 {"rows", c.attentionRows}});
   std::vector<TaskArgs> tasks;
+  const int64_t qRows = T * (Hq / Hkv);
   for (int64_t g = 0; g < Hkv; ++g)
-    tasks.push_back({{TILEC_ATT_Q, q},
-                     {TILEC_ATT_KCACHE, cache.keyOffset},
-                     {TILEC_ATT_VCACHE, cache.valueOffset},
-                     {TILEC_ATT_POS, pos},
-                     {TILEC_ATT_OUT, out},
-                     {TILEC_ATT_KV_HEAD, g},
-                     {TILEC_ATT_SINKS, c.sinks ? sinks.info.offset : -1},
-                     {TILEC_ATT_SCALE, f32Word(scale)},
-                     {TILEC_ATT_VSCALE, f32Word(vscale)}});
+    for (int64_t r0 = 0; r0 < qRows; r0 += c.attentionRows)
+      tasks.push_back(
+          {{TILEC_ATT_Q, q},
+           {TILEC_ATT_KCACHE, cache.keyOffset},
+           {TILEC_ATT_VCACHE, cache.valueOffset},
+           {TILEC_ATT_POS, pos},
+           {TILEC_ATT_OUT, out},
+           {TILEC_ATT_KV_HEAD, g},
+           {TILEC_ATT_SINKS, c.sinks ? sinks.info.offset : -1},
+           {TILEC_ATT_SCALE, f32Word(scale)},
+           {TILEC_ATT_VSCALE, f32Word(vscale)},
+           {TILEC_ATT_ROW0, r0},
+           {TILEC_ATT_ROW1, std::min(qRows, r0 + c.attentionRows)}});
   b.op("attention", ia, tasks, {b.all(kv)});
   HostExecutor ex(b.finish(), b.weightBytes());
 
@@ -503,6 +514,24 @@ TEST(HostAttention, WindowSinksGqaAndRingWraparound) {
   checkAttention({3, 3 + 1, false, 7}); // window + T - 1 is enough
   checkAttention({0, 16, true, 6});     // full attention with sinks
   checkAttention({5, 7, false, 6});     // wider window
+}
+
+// Narrow ops in more tasks: keys in tasks of a head's rotary rows or its
+// other rows (or one and a half heads: 24 rows), values split anywhere,
+// attention in shares of a kv head's query rows (1, 3 + 1 rows).
+TEST(HostAttention, SplitProjectionsAndQueryRows) {
+  checkAttention({3, 3 + 2, true, 5, 8, 4, 1});
+  checkAttention({0, 16, true, 5, 24, 5, 3});
+  checkAttention({5, 7, false, 5, 8, 2, 2});
+}
+
+TEST(HostAttention, SplitInsideRotaryRowsIsReported) {
+  std::string message = errorOf([] {
+    checkAttention({3, 5, false, 1, 4, 8, 4});
+  });
+  EXPECT_NE(message.find("row 4 splits head 0 (inside its rotary rows"),
+            std::string::npos)
+      << message;
 }
 
 TEST(HostAttention, RingTooSmallIsReported) {

@@ -210,6 +210,7 @@ ExecutorChoice executorChoice(const RunOptions &o) {
   choice.gpu.useCache = !o.noCache;
   choice.gpu.trace = o.trace || !o.traceOut.empty();
   choice.gpu.perOpLaunch = o.launch == "per-op";
+  choice.gpu.taskQueue = o.launch == "queue";
   return choice;
 }
 
@@ -359,9 +360,9 @@ int runEngine(const RunOptions &o) {
   if (!o.traceOut.empty() && (onHost || o.launch == "per-op"))
     fail("--trace-out: the per-task stamps come from the megakernel on the "
          "GPU executor");
-  if (onHost && o.launch == "per-op")
-    fail("--launch per-op: the one-kernel-per-op mode runs on the GPU "
-         "executor, not on the host executor");
+  if (onHost && o.launch != "megakernel")
+    fail("--launch {}: runs on the GPU executor, not on the host executor",
+         o.launch);
   double loadSeconds = std::chrono::duration<double>(
                            std::chrono::steady_clock::now() - loadStart)
                            .count();
@@ -561,7 +562,8 @@ int runEngine(const RunOptions &o) {
         "tile-run: {} time, median over decode steps: {:.3f} ms\n",
         o.launch == "per-op"
             ? fmt::format("one-kernel-per-op ({} launches per step)", launches)
-            : std::string("tilec_step kernel"),
+        : o.launch == "queue" ? std::string("tilec_step kernel (task queue)")
+                              : std::string("tilec_step kernel"),
         kernelMs);
   if (!phases.us.empty())
     std::cerr << fmt::format(
@@ -907,10 +909,12 @@ int main(int argc, char **argv) {
                 "GPU, DFlash engines: per-task time stamps; report how long "
                 "the verify, context, accept and draft parts of a step span");
   run->add_option("--launch", runOptions.launch,
-                  "GPU executor: megakernel (one persistent launch per step) "
-                  "or per-op (the baseline: one launch per op, same task "
-                  "bodies, no persistence or cross-op prefetch)")
-      ->check(CLI::IsMember({"megakernel", "per-op"}));
+                  "GPU executor: megakernel (one persistent launch per step, "
+                  "each CTA runs its SM's task list), queue (the same kernel; "
+                  "CTAs take tasks from one queue in dependency order as they "
+                  "become free) or per-op (the baseline: one launch per op, "
+                  "same task bodies, no persistence or cross-op prefetch)")
+      ->check(CLI::IsMember({"megakernel", "queue", "per-op"}));
   run->add_option("--trace-out", runOptions.traceOut,
                   "GPU: write the last step's per-task stamps as a Chrome / "
                   "Perfetto trace (JSON, one row per SM)");

@@ -8,10 +8,10 @@
 // RUN: not tile-opt %S/Inputs/tiny-layer.mlir --tile-fuse --tile-partition="sms=4" --tile-assign-warp-roles="compute-regs=100" 2>&1 | FileCheck %s --check-prefix=SETMAXNREG
 
 // The kernel gets at least 64 KB of shared memory.
-// CHECK: tile.program @target {{.*}}smem = 65536 : i64{{.*}}threads = 256 : i64
+// CHECK: tile.program @target {{.*}}smem = 65536 : i64{{.*}}threads = 512 : i64
 // A linear stages its T x K input (f32) beside the loader's two 16 KB pages.
-// CHECK: tile.task @layers.0.q_proj.t0 {{.*}}roles(<sched = 1, load = 1, compute = 6, regs = [40, 160], smem = 33280>)
-// CHECK: tile.task @layers.0.moe.topk.t0 {{.*}}roles(<sched = 1, load = 1, compute = 6, regs = [40, 160], smem = 128>)
+// CHECK: tile.task @layers.0.q_proj.t0 {{.*}}roles(<sched = 1, load = 1, compute = 14, regs = [40, 112], smem = 33280>)
+// CHECK: tile.task @layers.0.moe.topk.t0 {{.*}}roles(<sched = 1, load = 1, compute = 14, regs = [40, 112], smem = 128>)
 
 // WIDE: tile.program @target {{.*}}threads = 352 : i64
 // WIDE: roles(<sched = 1, load = 2, compute = 8, regs = [40, 184],
