@@ -118,9 +118,11 @@ class Sizes:
     seq_len: int = 512
     batch: int = 64
     lr: float = 2e-3
+    warmup: int = 100
     d_batch: int = 32
     d_anchors: int = 32        # blocks per sequence per step
     d_lr: float = 2e-3
+    d_warmup: int = 50
     pool_prompt: int = 128
     pool_new: int = 384
     pool_seqs: int = 512
@@ -144,8 +146,8 @@ SMOKE = dict(vocab=1024, hidden=64, layer_types=("full_attention", "sliding_atte
              dense_intermediate=128, experts=8, top_k=2, n_group=4, topk_group=2,
              moe_intermediate=32, d_layers=2, d_heads=4, d_kv_heads=2, d_head_dim=16,
              d_intermediate=128, d_window=16, seq_len=128, batch=8, d_batch=4,
-             d_anchors=8, pool_prompt=32, pool_new=64, pool_seqs=8, eval_windows=8,
-             eval_prompts=4, eval_prompt_len=24, eval_new=24)
+             d_anchors=8, warmup=10, d_warmup=10, pool_prompt=32, pool_new=64, pool_seqs=8,
+             eval_windows=8, eval_prompts=4, eval_prompt_len=24, eval_new=24)
 
 
 def log(msg):
@@ -333,25 +335,32 @@ def make_optimizer(params, lr):
 
 
 class Budget:
-    """Steps from a wall-clock budget: the step time is measured over the first steps,
-    then the step count (and so the cosine schedule) is fixed; --*-steps fixes it."""
+    """Steps from a wall-clock budget: the step time is measured after two warm-up steps
+    and re-measured at steps 10, 30, 100, 300, 1000, 3000, and the step count (and so the
+    cosine schedule) set so that training ends with the budget; --*-steps fixes it."""
 
-    def __init__(self, seconds, fixed_steps=0, probe=8):
-        self.seconds, self.fixed, self.probe = seconds, fixed_steps, probe
+    CHECKPOINTS = (10, 30, 100, 300, 1000, 3000)
+
+    def __init__(self, seconds, fixed_steps=0):
+        self.seconds, self.fixed = seconds, fixed_steps
         self.start = time.time()
         self.total = fixed_steps or 10 ** 9
-        self.probe_start = None
+        self.mark = None  # (step, time) where the measurement starts
 
     def tick(self, step):
         now = time.time()
         if self.fixed:
             return step < self.fixed
         if step == 2:
-            self.probe_start = now  # skip the first (warm-up) steps
-        if step == 2 + self.probe:
-            per = (now - self.probe_start) / self.probe
-            self.total = max(step + 1, int(self.seconds / per))
+            self.mark = (step, now)
+        elif step in self.CHECKPOINTS and self.mark:
+            per = (now - self.mark[1]) / (step - self.mark[0])
+            left = self.seconds - (now - self.start)
+            self.total = max(step + 1, step + int(left / per))
         return step < self.total and now - self.start < self.seconds * 1.05
+
+    def describe(self):
+        return str(self.total) if self.total < 10 ** 9 else "?"
 
 
 def autocast(device):
@@ -370,7 +379,7 @@ def train_target(model, stream, s, args, device, gen):
     step, losses, tokens = 0, [], 0
     model.train()
     while budget.tick(step):
-        lr = lr_at(step, budget.total, s.lr, warmup=min(100, max(1, budget.total // 20)))
+        lr = lr_at(step, budget.total, s.lr, s.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
         starts = torch.randint(0, n, (s.batch,), generator=gen, device="cpu").to(device)
@@ -395,7 +404,7 @@ def train_target(model, stream, s, args, device, gen):
         tokens += x.numel()
         losses.append(loss.item())
         if step % args.log_every == 0:
-            log(f"target step {step}/{budget.total if budget.total < 10**9 else '?'} "
+            log(f"target step {step}/{budget.describe()} "
                 f"loss {loss.item():.4f} lr {lr:.2e}")
         step += 1
     taps.remove()
@@ -618,7 +627,7 @@ def train_drafter(drafter, target, stream, s, args, device, gen, mask_id):
             if pool and time.time() - t0 > budget_s / 4:
                 break
             cont = greedy_generate(target, prompts[i:i + 64], s.pool_new, device)
-            pool.append(torch.cat([prompts[i:i + 64], cont], dim=1))
+            pool.append(torch.cat([prompts[i:i + 64], cont], dim=1).to(device))
     pool = torch.cat(pool).to(device)
     pool_seconds = time.time() - t0
     log(f"drafter: {len(pool)} greedy continuations of {s.pool_new} tokens in "
@@ -638,7 +647,7 @@ def train_drafter(drafter, target, stream, s, args, device, gen, mask_id):
     step, losses = 0, []
     drafter.train()
     while budget.tick(step):
-        lr = lr_at(step, budget.total, s.d_lr, warmup=min(50, max(1, budget.total // 20)))
+        lr = lr_at(step, budget.total, s.d_lr, s.d_warmup)
         for g in opt.param_groups:
             g["lr"] = lr
         # Half the batch from the greedy pool, half fresh corpus text (teacher labels).
@@ -669,7 +678,7 @@ def train_drafter(drafter, target, stream, s, args, device, gen, mask_id):
         opt.step()
         losses.append(loss.item())
         if step % args.log_every == 0:
-            log(f"drafter step {step}/{budget.total if budget.total < 10**9 else '?'} "
+            log(f"drafter step {step}/{budget.describe()} "
                 f"block {Bs} loss {loss.item():.4f} lr {lr:.2e}")
         step += 1
     drafter.eval()
@@ -886,7 +895,7 @@ class Tensors:
                 f.write(c)
 
 
-def export_target(model, o_proj_bf16):
+def export_target(model, o_proj_bf16, router_f32):
     cfg = model.config
     t = Tensors()
     sd = model.state_dict()
@@ -905,7 +914,9 @@ def export_target(model, o_proj_bf16):
             for proj in ("gate_proj", "up_proj", "down_proj"):
                 t.fp8(p + f"mlp.{proj}.weight", sd[p + f"mlp.{proj}.weight"])
         else:
-            t.f32(p + "mlp.gate.weight", sd[p + "mlp.gate.weight"])
+            # F32 as transformers saves it; BF16 by default: tilec's engine stores the
+            # router weight in bf16 and its CPU reference would then disagree.
+            (t.f32 if router_f32 else t.bf16)(p + "mlp.gate.weight", sd[p + "mlp.gate.weight"])
             t.f32(p + "mlp.gate.e_score_correction_bias",
                   sd[p + "mlp.gate.e_score_correction_bias"])
             gate_up = sd[p + "mlp.experts.gate_up_proj"]
@@ -1159,10 +1170,11 @@ def parse_args(argv=None):
                     "export it (MXFP4 experts, FP8 attention) for tilec.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--out", required=True, help="output model directory (created)")
-    ap.add_argument("--minutes-target", type=float, default=3.0,
-                    help="wall-clock budget of the target's training")
-    ap.add_argument("--minutes-drafter", type=float, default=2.0,
-                    help="wall-clock budget of the drafter's stage (greedy pool + training)")
+    ap.add_argument("--minutes-target", type=float, default=None,
+                    help="wall-clock budget of the target's training (default 3, smoke 0.3)")
+    ap.add_argument("--minutes-drafter", type=float, default=None,
+                    help="wall-clock budget of the drafter's stage, greedy pool included "
+                         "(default 2, smoke 0.3)")
     ap.add_argument("--target-steps", type=int, default=0,
                     help="train the target exactly this many steps (ignores the budget)")
     ap.add_argument("--drafter-steps", type=int, default=0,
@@ -1180,8 +1192,20 @@ def parse_args(argv=None):
     ap.add_argument("--tokenizer-bytes", type=int, default=12_000_000,
                     help="train the tokenizer on at most this many bytes of train files")
     ap.add_argument("--hidden", type=int, default=None, help="hidden size (multiple of 32)")
+    ap.add_argument("--batch", type=int, default=None, help="target sequences per step")
+    ap.add_argument("--drafter-batch", type=int, default=None,
+                    help="drafter sequences per step")
+    ap.add_argument("--pool-seqs", type=int, default=None,
+                    help="greedy continuations generated for the drafter")
+    ap.add_argument("--eval-prompts", type=int, default=None,
+                    help="held-out prompts for greedy agreement and DFlash acceptance")
+    ap.add_argument("--deterministic", action="store_true",
+                    help="torch deterministic algorithms (bitwise repeatable; slower on GPU)")
     ap.add_argument("--o-proj-bf16", action="store_true",
                     help="keep o_proj in BF16 (ignored_layers), as MiMo-V2.5-Pro's checkpoint")
+    ap.add_argument("--router-f32", action="store_true",
+                    help="store the router weight in F32 as transformers does (tilec's engine "
+                         "rounds it to bf16, so tile-run --check then reports differences)")
     ap.add_argument("--bias-update", type=float, default=1e-3,
                     help="aux-loss-free router bias step per training step (0: keep zero)")
     ap.add_argument("--drafter-block-sizes", default="8,8,8,4,2",
@@ -1206,15 +1230,24 @@ def main(argv=None):
     s = Sizes(**SMOKE) if args.tiny_smoke else Sizes()
     if args.tiny_smoke:
         args.max_files = args.max_files or 120
-        args.minutes_target = min(args.minutes_target, 0.3)
-        args.minutes_drafter = min(args.minutes_drafter, 0.3)
         args.literal_checks = min(args.literal_checks, 1)
         args.tokenizer_bytes = min(args.tokenizer_bytes, 2_000_000)
         args.log_every = min(args.log_every, 10)
+    if args.minutes_target is None:
+        args.minutes_target = 0.3 if args.tiny_smoke else 3.0
+    if args.minutes_drafter is None:
+        args.minutes_drafter = 0.3 if args.tiny_smoke else 2.0
     if args.vocab:
         s.vocab = args.vocab
     if args.hidden:
         s.hidden = args.hidden
+    for name, field in (("batch", "batch"), ("drafter_batch", "d_batch"),
+                        ("pool_seqs", "pool_seqs"), ("eval_prompts", "eval_prompts")):
+        if getattr(args, name):
+            setattr(s, field, getattr(args, name))
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if s.hidden % 32 or s.moe_intermediate % 32:
         sys.exit("train_pair.py: hidden and moe_intermediate must be multiples of 32 (MXFP4)")
     device = torch.device(args.device)
@@ -1265,7 +1298,7 @@ def main(argv=None):
     # 5. Export.
     t = time.time()
     target = target.float().cpu()
-    tq = export_target(target, args.o_proj_bf16)
+    tq = export_target(target, args.o_proj_bf16, args.router_f32)
     tq.save(os.path.join(args.out, "model.safetensors"))
     with open(os.path.join(args.out, "config.json"), "w") as f:
         json.dump(target_config_json(target.config, eos_id, args.o_proj_bf16), f, indent=1,
