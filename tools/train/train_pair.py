@@ -184,10 +184,12 @@ def corpus_files(root):
     return out
 
 
-def split_corpus(root, heldout_percent, max_files=0):
-    files = corpus_files(root)
+def split_corpus(roots, heldout_percent, max_files=0):
+    """Train and held-out (relpath, text) lists of the .py files under the roots."""
+    roots = [roots] if isinstance(roots, str) else roots
+    files = [f for root in roots for f in corpus_files(root)]
     if not files:
-        sys.exit(f"train_pair.py: no .py files under {root}")
+        sys.exit(f"train_pair.py: no .py files under {roots}")
     if max_files:
         files = files[:max_files]
     train = [(p, t) for p, t in files if not is_heldout(p, heldout_percent)]
@@ -1183,8 +1185,9 @@ def parse_args(argv=None):
                     help="CPU smoke test: 120 files, tiny shapes, ~20 s per training stage")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--corpus", default=sysconfig.get_paths()["stdlib"],
-                    help="directory of .py files (default: this Python's standard library)")
+    ap.add_argument("--corpus", nargs="+", default=[sysconfig.get_paths()["stdlib"]],
+                    help="directories of .py files (default: this Python's standard library, "
+                         "site-packages excluded)")
     ap.add_argument("--heldout-percent", type=int, default=5,
                     help="files whose sha1(relative path)[0] %% 100 is below this are held out")
     ap.add_argument("--max-files", type=int, default=0, help="use only the first N files")
@@ -1345,7 +1348,9 @@ def main(argv=None):
                    "heldout_bytes_per_token": held_bytes / max(1, len(held_stream))},
         "tokenizer": {"vocab_size": vocab, "trained_on_bytes": tok_bytes,
                       "mask_token_id": mask_id, "eos_token_id": eos_id},
-        "target": {"parameters": target_params, **target_stats, "router_bias": loads,
+        "target": {"parameters": target_params, **target_stats,
+                   "epochs": target_stats["tokens"] / max(1, len(train_stream)),
+                   "router_bias": loads,
                    "router_bias_rule": f"aux-loss-free: bias += {args.bias_update} * "
                                        "sign(mean load - expert load) per step"},
         "drafter": {"parameters": drafter_params, "taps": s.tap_ids(), "block_size": s.block,
