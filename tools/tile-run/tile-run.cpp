@@ -228,7 +228,16 @@ std::unique_ptr<WeightSource> cpuWeights(const WeightSourceSpec &weights,
   if (weights.kind == WeightSourceSpec::Kind::Synthetic)
     return std::make_unique<SyntheticWeights>(
         weights.model ? *weights.model : model, weights.seed);
-  return std::make_unique<CheckpointWeights>(weights.dir, weights.drafterDir);
+  // As the engine's weight packer: without a drafter directory, the drafter of
+  // a checkpoint is its drafter/ or dflash/ folder.
+  std::string drafterDir = weights.drafterDir;
+  std::error_code ec;
+  if (drafterDir.empty() && model.drafter)
+    for (const char *sub : {"drafter", "dflash"})
+      if (std::filesystem::is_directory(
+              std::filesystem::path(weights.dir) / sub, ec))
+        drafterDir = (std::filesystem::path(weights.dir) / sub).string();
+  return std::make_unique<CheckpointWeights>(weights.dir, drafterDir);
 }
 
 /// Per decode step, the time each part of a DFlash step spans on the GPU
