@@ -16,6 +16,7 @@
 
 #include "runtime/engine/Executor.h"
 #include "runtime/engine/Manifest.h"
+#include "runtime/engine/Progress.h" // formatBytes
 #include "runtime/engine/WeightPacker.h"
 
 #include <cstdint>
@@ -136,9 +137,6 @@ private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
-
-/// "1.50 GiB", "12.0 MiB", "640 B".
-std::string formatBytes(int64_t bytes);
 
 /// How the runtime NVRTC-compiles an engine's kernel for `arch`: its source and
 /// the defines the device library reads (threads, SMs, shared memory, tasks).

@@ -3,6 +3,7 @@
 
 #include "models/core/Error.h"
 #include "models/core/Formats.h"
+#include "runtime/engine/Progress.h"
 
 #include <fmt/ranges.h>
 
@@ -1603,7 +1604,13 @@ HostExecutor::HostExecutor(EngineManifest manifest,
                            const WeightSourceSpec &weights, HostOptions options)
     : HostExecutor(std::move(manifest), std::vector<uint8_t>(), options) {
   impl_->regions[kWeights].assign(size_t(impl_->m.weightBytes), 0);
-  packWeights(impl_->m, weights, impl_->regions[kWeights].data());
+  Progress bar("packing weights", int64_t(impl_->m.weights.size()),
+               ProgressUnit::Items, "weights");
+  packWeights(impl_->m, weights, impl_->regions[kWeights].data(),
+              [&](size_t done, size_t, const std::string &) {
+                bar.update(int64_t(done));
+              });
+  bar.finish();
 }
 
 HostExecutor::HostExecutor(EngineManifest manifest,
