@@ -126,7 +126,7 @@ public:
 
   /// The trace buffer: [sms, max tasks per SM, 2] globaltimer stamps (start,
   /// end) of the last step; empty unless options.trace.
-  std::vector<uint64_t> readTrace() const;
+  std::vector<uint64_t> readTrace() const override;
   /// `bytes` of the weight region from `offset` (tests compare it with the
   /// host's WeightPacker).
   std::vector<uint8_t> readWeights(int64_t offset, int64_t bytes) const;

@@ -109,6 +109,14 @@ uint64_t mixSeed(uint64_t z) {
   return z ^ (z >> 31);
 }
 
+/// The trace's clock: steady_clock in ns (since boot: never 0, which means
+/// "did not run").
+uint64_t nowNs() {
+  return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                      std::chrono::steady_clock::now().time_since_epoch())
+                      .count());
+}
+
 struct TaskRef {
   int sm = 0;
   int64_t index = 0;
@@ -139,6 +147,9 @@ struct HostExecutor::Impl {
 
   // Scheduling: next task per SM, worker bookkeeping.
   std::unique_ptr<std::atomic<int64_t>[]> next;
+  /// options.trace: [sms, maxTasks, 2] steady_clock ns of the last step.
+  std::vector<uint64_t> trace;
+  int64_t maxTasks = 0;
   std::mutex mu; // events' clocks, scheduling
   std::condition_variable cv;
   std::atomic<uint64_t> generation{0};
@@ -1333,6 +1344,8 @@ void HostExecutor::Impl::beginStep() {
   failed = false;
   waiting = 0;
   error.clear();
+  if (opt.trace) // a task that does not run leaves no stale stamps
+    trace.assign(size_t(sms * maxTasks * 2), 0);
   if (!opt.checkEvents)
     return;
   vc.assign(size_t(sms), std::vector<uint32_t>(size_t(sms), 0));
@@ -1381,6 +1394,11 @@ void HostExecutor::Impl::runTask(int sm) {
     }
   }
   TaskRun run(*this, global);
+  uint64_t *stamps = opt.trace
+                         ? &trace[size_t((sm * maxTasks + next[sm].load()) * 2)]
+                         : nullptr;
+  if (stamps)
+    stamps[0] = nowNs();
   switch (ref.inst->family) {
   case TILEC_TASK_EMBED:
     runEmbed(run);
@@ -1421,6 +1439,8 @@ void HostExecutor::Impl::runTask(int sm) {
   default:
     run.error("unknown family");
   }
+  if (stamps)
+    stamps[1] = nowNs();
   {
     std::lock_guard<std::mutex> lock(mu);
     if (opt.checkEvents)
@@ -1633,6 +1653,8 @@ HostExecutor::HostExecutor(EngineManifest manifest,
   for (size_t e = 0; e < x.m.events.size(); ++e)
     x.events[e].store(0);
   x.next = std::make_unique<std::atomic<int64_t>[]>(size_t(x.sms));
+  for (int s = 0; s < x.sms; ++s)
+    x.maxTasks = std::max(x.maxTasks, x.smBegin[s + 1] - x.smBegin[s]);
 }
 
 HostExecutor::~HostExecutor() = default;
@@ -1755,6 +1777,10 @@ std::vector<float> HostExecutor::logits() const {
 }
 
 std::string HostExecutor::name() const { return "host"; }
+
+std::vector<uint64_t> HostExecutor::readTrace() const {
+  return impl_->opt.trace ? impl_->trace : std::vector<uint64_t>();
+}
 
 void HostExecutor::reset() { impl_->slots.clear(); }
 

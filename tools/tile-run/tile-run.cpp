@@ -28,6 +28,7 @@
 #include "runtime/cuda/SelectExecutor.h"
 #include "runtime/engine/Executor.h"
 #include "runtime/engine/Manifest.h"
+#include "runtime/engine/Profile.h"
 #include "runtime/engine/ReferenceCheck.h"
 #include "runtime/engine/SampleCheck.h"
 #include "runtime/engine/WeightPacker.h"
@@ -236,25 +237,19 @@ std::unique_ptr<WeightSource> cpuWeights(const WeightSourceSpec &weights,
 struct PhaseTimes {
   std::map<std::string, std::vector<double>> us;
   void add(const EngineManifest &m, const std::vector<uint64_t> &trace) {
-    if (trace.empty())
-      return;
-    size_t maxTasks = trace.size() / 2 / m.smTasks.size();
     std::map<std::string, std::pair<uint64_t, uint64_t>> span;
     auto widen = [&](const std::string &phase, uint64_t b, uint64_t e) {
       auto [it, fresh] = span.try_emplace(phase, b, e);
       it->second.first = std::min(it->second.first, b);
       it->second.second = std::max(it->second.second, e);
     };
-    for (size_t sm = 0; sm < m.smTasks.size(); ++sm)
-      for (size_t k = 0; k < m.smTasks[sm].size() && k < maxTasks; ++k) {
-        uint64_t b = trace[(sm * maxTasks + k) * 2],
-                 e = trace[(sm * maxTasks + k) * 2 + 1];
-        int64_t op = m.smTasks[sm][k].w[TILEC_W_OP];
-        if (b == 0 || e < b || op < 0 || size_t(op) >= m.opPhases.size())
-          continue;
-        widen(m.opPhases[size_t(op)], b, e);
-        widen("step", b, e);
-      }
+    forEachTaskSpan(m, trace, [&](const TaskSpan &t) {
+      std::string phase = taskPhase(m, *t.task);
+      if (phase.empty())
+        return;
+      widen(phase, t.begin, t.end);
+      widen("step", t.begin, t.end);
+    });
     for (auto &[phase, be] : span)
       us[phase].push_back(double(be.second - be.first) / 1e3);
   }
@@ -272,50 +267,6 @@ struct PhaseTimes {
     return fmt::format("{}", fmt::join(parts, ", "));
   }
 };
-
-/// The last step's per-task stamps as a Chrome / Perfetto trace: one row per
-/// SM, one slice per task (its op's name, family and phase). Returns the
-/// number of tasks with stamps.
-int64_t writeChromeTrace(const EngineManifest &m,
-                         const std::vector<uint64_t> &trace,
-                         const std::string &path) {
-  nlohmann::json events = nlohmann::json::array();
-  size_t maxTasks = m.smTasks.empty() ? 0 : trace.size() / 2 / m.smTasks.size();
-  uint64_t t0 = UINT64_MAX;
-  for (uint64_t v : trace)
-    if (v)
-      t0 = std::min(t0, v);
-  int64_t stamped = 0;
-  for (size_t sm = 0; sm < m.smTasks.size(); ++sm)
-    for (size_t k = 0; k < m.smTasks[sm].size() && k < maxTasks; ++k) {
-      uint64_t b = trace[(sm * maxTasks + k) * 2],
-               e = trace[(sm * maxTasks + k) * 2 + 1];
-      if (b == 0 || e < b)
-        continue;
-      ++stamped;
-      const TilecTask &t = m.smTasks[sm][k];
-      int64_t op = t.w[TILEC_W_OP], family = t.w[TILEC_W_FAMILY];
-      nlohmann::json args = {{"task", k}};
-      if (op >= 0 && size_t(op) < m.opPhases.size())
-        args["phase"] = m.opPhases[size_t(op)];
-      events.push_back(
-          {{"name",
-            op >= 0 && size_t(op) < m.ops.size() ? m.ops[size_t(op)] : "?"},
-           {"cat", familyName(TilecTaskFamily(family))},
-           {"ph", "X"},
-           {"ts", double(b - t0) / 1e3},
-           {"dur", double(e - b) / 1e3},
-           {"pid", 0},
-           {"tid", sm},
-           {"args", args}});
-    }
-  std::ofstream out(path);
-  out << nlohmann::json{{"traceEvents", events}, {"displayTimeUnit", "ns"}}
-             .dump();
-  if (!out)
-    fail("--trace-out: cannot write '{}'", path);
-  return stamped;
-}
 
 int runEngine(const RunOptions &o) {
   EngineManifest manifest = readEngine(o.engineDir);
@@ -422,7 +373,8 @@ int runEngine(const RunOptions &o) {
   }
   if (!o.traceOut.empty()) {
     auto *gpu = static_cast<GpuEngine *>(executor);
-    int64_t stamped = writeChromeTrace(manifest, gpu->readTrace(), o.traceOut);
+    int64_t stamped = writeChromeTrace(manifest, {gpu->readTrace()}, o.traceOut,
+                                       "GPU globaltimer");
     std::cerr << fmt::format(
         "tile-run: wrote {} (the last step: {} of {} tasks stamped; open in "
         "chrome://tracing or ui.perfetto.dev)\n",
