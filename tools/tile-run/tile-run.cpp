@@ -15,6 +15,10 @@
 //                                            directory's tokenizer.json),
 //                                            streaming the decoded text
 //   tile-run tokenize PATH --text TEXT       ids of a text and its round trip
+//   tile-run profile ENGINE_DIR [-n STEPS]   per-task times of STEPS steps:
+//                                            trace.json, timeline.png and
+//                                            summary.txt (runtime/engine/
+//                                            Profile.h)
 //
 //===----------------------------------------------------------------------===//
 #include "models/core/CheckpointWeights.h"
@@ -29,8 +33,10 @@
 #include "runtime/engine/Executor.h"
 #include "runtime/engine/Manifest.h"
 #include "runtime/engine/Profile.h"
+#include "runtime/engine/Progress.h"
 #include "runtime/engine/ReferenceCheck.h"
 #include "runtime/engine/SampleCheck.h"
+#include "runtime/engine/Timeline.h"
 #include "runtime/engine/WeightPacker.h"
 #include "runtime/host/HostExecutor.h"
 
@@ -40,6 +46,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -617,6 +624,160 @@ int sampleCheck(const RunOptions &o, const SampleCheckOptions &options,
   return ok ? 0 : 1;
 }
 
+struct ProfileRunOptions {
+  RunOptions run;    // engine, executor, prompt, weights, host/GPU options
+  int64_t steps = 8; // -n
+  std::string outDir;
+  int width = 1400;
+};
+
+/// `tile-run profile`: `steps` decoding steps with per-task stamps on, then
+/// OUT/trace.json (every step), OUT/timeline.png (the last step) and
+/// OUT/summary.txt (printed too; --json prints it as one object).
+int runProfile(const ProfileRunOptions &p) {
+  const RunOptions &o = p.run;
+  EngineManifest manifest = readEngine(o.engineDir);
+  const std::string out =
+      p.outDir.empty()
+          ? (std::filesystem::path(o.engineDir) / "profile").string()
+          : p.outDir;
+  // The output directory before any work: a bad --out fails in a second.
+  std::error_code ec;
+  std::filesystem::create_directories(out, ec);
+  if (ec || !std::filesystem::is_directory(out))
+    fail("--out {}: cannot create the directory ({})", out,
+         ec ? ec.message() : "a file of that name is in the way");
+  const std::string summaryPath = out + "/summary.txt",
+                    tracePath = out + "/trace.json",
+                    pngPath = out + "/timeline.png";
+  {
+    std::ofstream probe(summaryPath);
+    if (!probe)
+      fail("--out {}: cannot write {} there ({})", out, "summary.txt",
+           std::strerror(errno));
+  }
+  WeightSourceSpec weights = chooseWeightSource(manifest, o.weightsDir, o.seed);
+  std::vector<int32_t> ids = parseIds(o.prompt, engineVocab(manifest));
+  // The steps must fit the KV cache (checked before loading anything).
+  const int64_t T = manifest.tokens;
+  if (manifest.spec.enabled()) {
+    // DFlash: the prefill commits the prompt and drafts the first block;
+    // then each launch verifies, accepts and drafts the next one, moving at
+    // most T positions and writing up to 2T past its block.
+    const int64_t last = int64_t(ids.size()) + (p.steps + 2) * T;
+    if (last >= maxContext(manifest))
+      fail("-n {}: {} DFlash steps of up to {} tokens after a prompt of {} "
+           "need positions up to {}, but the engine's KV cache holds {}; "
+           "profile fewer steps or recompile with a larger --max-context",
+           p.steps, p.steps, T, ids.size(), last, maxContext(manifest));
+  } else {
+    // Plain engines: decode step i writes positions up to P + i + T - 1.
+    const int64_t last = int64_t(ids.size()) + p.steps + T - 2;
+    if (last >= maxContext(manifest))
+      fail("-n {}: {} steps after a prompt of {} need positions up to {}, but "
+           "the engine's KV cache holds {}; profile fewer steps or recompile "
+           "with a larger --max-context",
+           p.steps, p.steps, ids.size(), last, maxContext(manifest));
+  }
+  ExecutorChoice choice = executorChoice(o);
+  choice.host.trace = true;
+  choice.gpu.trace = true;
+  SelectedExecutor selected =
+      makeExecutor(o.engineDir, manifest, weights, choice);
+  std::cerr << "tile-run: " << selected.notice << "\n";
+  if (!selected.loadSummary.empty())
+    std::cerr << "tile-run: " << selected.loadSummary << "\n";
+  Executor &executor = *selected.executor;
+  const bool onHost = selected.kind == ExecutorKind::Host;
+
+  // The steps: after the prompt (not traced), `steps` decode steps, each
+  // trace read back after its step.
+  std::vector<std::vector<uint64_t>> traces;
+  Progress bar("profile", p.steps, ProgressUnit::Items, "steps");
+  auto record = [&] {
+    traces.push_back(executor.readTrace());
+    bar.update(int64_t(traces.size()));
+  };
+  if (manifest.spec.enabled()) {
+    generateDflash(executor, ids, 1);
+    std::vector<int32_t> committed(size_t(T + 1));
+    for (int64_t i = 0; i < p.steps; ++i) {
+      executor.launch(manifest.spec.outBuffer, committed.data(), 4 * (T + 1));
+      if (committed[0] < 1 || committed[0] > T)
+        fail("{} executor: a DFlash step committed {} tokens (1 .. {} "
+             "expected)",
+             executor.name(), committed[0], T);
+      record();
+    }
+  } else {
+    // Plain engines: the first token comes from the prompt's last step.
+    bool prompt = true;
+    generateGreedy(executor, ids, p.steps + 1, nullptr, [&](int32_t) {
+      if (!prompt)
+        record();
+      prompt = false;
+    });
+  }
+  bar.finish();
+
+  ProfileSource source;
+  source.engine = o.engineDir;
+  source.executor = executor.name();
+  if (auto *gpu = dynamic_cast<GpuEngine *>(&executor)) {
+    source.device = gpu->device().describe();
+    source.clock = "GPU globaltimer: the megakernel's own time stamps";
+  } else {
+    source.device = fmt::format(
+        "the host executor on the CPU ({} thread{}, event checks {})",
+        o.threads, o.threads == 1 ? "" : "s", o.noEventChecks ? "off" : "on");
+    source.clock = "host steady_clock: the host executor's task bodies on the "
+                   "CPU; host times, not GPU times";
+  }
+  ProfileSummary summary = summarizeProfile(manifest, traces, source);
+  std::string text = formatProfileSummary(summary);
+  int64_t slices = writeChromeTrace(
+      manifest, traces, tracePath,
+      onHost ? "host steady_clock (CPU, not GPU times)" : "GPU globaltimer");
+  TimelineOptions timeline;
+  timeline.width = p.width;
+  timeline.title =
+      fmt::format("tilec profile: {}, {} ({}), step {} of {}",
+                  manifest.modelName, onHost ? "host executor" : "gpu",
+                  onHost ? "cpu times, not gpu times" : source.device,
+                  traces.size(), traces.size());
+  uint64_t b = UINT64_MAX, e = 0;
+  forEachTaskSpan(manifest, traces.back(), [&](const TaskSpan &t) {
+    b = std::min(b, t.begin);
+    e = std::max(e, t.end);
+  });
+  timeline.subtitle = fmt::format(
+      "{} sms, {} tasks, step {:.1f} us; idle {:.0f}% mean per sm "
+      "(compute role); predicted step {:.1f} us",
+      manifest.sms, manifest.taskCount(), e > b ? double(e - b) / 1e3 : 0.0,
+      100 * summary.idleMean, summary.predictedStepUs);
+  writePng(renderTimeline(manifest, traces.back(), timeline), pngPath);
+  {
+    std::ofstream file(summaryPath);
+    file << text;
+    if (!file)
+      fail("--out {}: cannot write {}", out, summaryPath);
+  }
+  if (o.json) {
+    nlohmann::json j = profileSummaryJson(summary);
+    j["weights"] = weights.describe();
+    j["files"] = {
+        {"trace", tracePath}, {"timeline", pngPath}, {"summary", summaryPath}};
+    std::cout << j.dump() << "\n";
+  } else {
+    std::cout << text;
+  }
+  std::cerr << fmt::format("tile-run: wrote {} ({} task slices; "
+                           "chrome://tracing or ui.perfetto.dev), {} (the "
+                           "last step) and {}\n",
+                           tracePath, slices, pngPath, summaryPath);
+  return 0;
+}
+
 /// `tile-run compare`: the same steps on the GPU and on the host executor, then
 /// every arena buffer compared (compile with tile-plan-memory{reuse=false} so
 /// no buffer is overwritten by a later one). Names the first buffers that
@@ -902,6 +1063,59 @@ int main(int argc, char **argv) {
   compareCmd->add_option("--seed", compareSeed,
                          "Seed of the synthetic weights");
 
+  CLI::App *profileCmd = app.add_subcommand(
+      "profile", "Run decoding steps with per-task time stamps and write "
+                 "OUT/trace.json, OUT/timeline.png and OUT/summary.txt (time, "
+                 "bytes and bandwidth per task family and op, idle per SM, "
+                 "the compiler's predicted times against the measured ones)");
+  ProfileRunOptions profileOptions;
+  uint64_t profileSeed = 0;
+  bool profileEventChecks = false;
+  profileCmd
+      ->add_option("engine", profileOptions.run.engineDir,
+                   "Engine directory (tilec MODEL -o DIR)")
+      ->required();
+  profileCmd
+      ->add_option("-n,--steps", profileOptions.steps,
+                   "Decoding steps to trace (after the prompt)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  profileCmd->add_option("--out", profileOptions.outDir,
+                         "Directory for trace.json, timeline.png and "
+                         "summary.txt (default: ENGINE_DIR/profile)");
+  profileCmd->add_flag("--json", profileOptions.run.json,
+                       "Print the summary as one JSON object");
+  profileCmd
+      ->add_option("--executor", profileOptions.run.executor,
+                   "gpu (the megakernel's globaltimer), host (the host "
+                   "executor's CPU times: not GPU times) or auto")
+      ->check(CLI::IsMember({"gpu", "host", "auto"}));
+  profileCmd->add_option("--prompt-ids", profileOptions.run.prompt,
+                         "Comma-separated prompt token ids");
+  CLI::Option *profileSeedOption = profileCmd->add_option(
+      "--seed", profileSeed, "Synthetic weights from this seed");
+  profileCmd
+      ->add_option("--weights", profileOptions.run.weightsDir,
+                   "Checkpoint directory (default: the engine's model)")
+      ->excludes(profileSeedOption);
+  profileCmd->add_option("--device", profileOptions.run.device,
+                         "GPU executor: which GPU");
+  profileCmd->add_flag("--no-cache", profileOptions.run.noCache,
+                       "GPU executor: compile even when the cubin is cached");
+  profileCmd
+      ->add_option("--threads", profileOptions.run.threads,
+                   "Host executor: worker threads")
+      ->check(CLI::Range(1, 256));
+  profileCmd->add_option("--interleavings-seed",
+                         profileOptions.run.interleavingsSeed,
+                         "Host executor: seed of the task interleaving");
+  profileCmd->add_flag("--event-checks", profileEventChecks,
+                       "Host executor: keep the shadow-state event checks on "
+                       "(off by default: they dominate host times)");
+  profileCmd
+      ->add_option("--width", profileOptions.width,
+                   "Width of timeline.png in pixels")
+      ->check(CLI::Range(400, 20000));
+
   CLI::App *sampleCmd = app.add_subcommand(
       "sample-check",
       "DFlash sampling: many two-token samples against the target's exact "
@@ -1019,6 +1233,12 @@ int main(int argc, char **argv) {
       return tokenize(tokenizePath, tokenizeText, tokenizeIds, tokenizeJson);
     if (sampleCmd->parsed())
       return sampleCheck(sampleRun, sampleOptions, sampleAlpha);
+    if (profileCmd->parsed()) {
+      if (profileSeedOption->count() > 0)
+        profileOptions.run.seed = profileSeed;
+      profileOptions.run.noEventChecks = !profileEventChecks;
+      return runProfile(profileOptions);
+    }
     if (compareCmd->parsed())
       return compareExecutors(compareDir, comparePrompt, compareSteps,
                               compareSeed);
