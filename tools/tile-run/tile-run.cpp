@@ -778,21 +778,83 @@ int runProfile(const ProfileRunOptions &p) {
   return 0;
 }
 
-/// `tile-run compare`: the same steps on the GPU and on the host executor, then
-/// every arena buffer compared (compile with tile-plan-memory{reuse=false} so
-/// no buffer is overwritten by a later one). Names the first buffers that
-/// differ.
+/// One arena buffer of `tile-run compare` after one step.
+struct BufferDiff {
+  int64_t step = 0;
+  std::string name, kind; // kind: the dtype, or "pair" for argmax partials
+  int64_t elements = 0, differ = 0, indexDiffer = 0;
+  double maxDiff = 0, relative = 0;
+  bool wrong = false;
+};
+
+/// Compares `bytes` bytes of buffer `b` as the two executors left them.
+BufferDiff diffBuffer(const BufferInfo &b, const uint8_t *g, const uint8_t *h) {
+  BufferDiff d;
+  d.name = b.name;
+  double maxRef = 0;
+  // Argmax partials are (f32 value, int32 index) pairs: values compared
+  // as floats; an index may differ only where values tie to rounding.
+  const std::string suffix = ".partial";
+  const bool pairs =
+      b.dtype == "i32" && b.name.size() > suffix.size() &&
+      b.name.compare(b.name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  d.kind = pairs ? "pair" : b.dtype;
+  for (int64_t i = 0; i + 1 < b.bytes;) {
+    double x, y;
+    if (b.dtype == "bf16") {
+      uint16_t a, c;
+      std::memcpy(&a, g + i, 2);
+      std::memcpy(&c, h + i, 2);
+      x = bf16ToF32(a), y = bf16ToF32(c), i += 2;
+    } else if (b.dtype == "f32" || (pairs && (i / 4) % 2 == 0)) {
+      float a, c;
+      std::memcpy(&a, g + i, 4);
+      std::memcpy(&c, h + i, 4);
+      x = a, y = c, i += 4;
+    } else {
+      int32_t a, c;
+      std::memcpy(&a, g + i, 4);
+      std::memcpy(&c, h + i, 4);
+      x = a, y = c, i += 4;
+      if (pairs) {
+        d.indexDiffer += a != c;
+        continue;
+      }
+    }
+    ++d.elements;
+    d.differ += x != y && !(std::isnan(x) && std::isnan(y));
+    d.maxDiff = std::max(d.maxDiff, std::fabs(x - y));
+    maxRef = std::max(maxRef, std::fabs(y));
+  }
+  d.relative = maxRef > 0 ? d.maxDiff / maxRef : d.maxDiff;
+  d.wrong = b.dtype == "i32" && !pairs ? d.differ > 0 : d.relative > 2e-2;
+  return d;
+}
+
+/// `tile-run compare`: the same steps on the GPU (or, with --executor host,
+/// a second host executor with another interleaving) and on the host
+/// executor, then every arena buffer compared (compile with
+/// tile-plan-memory{reuse=false} so no buffer is overwritten by a later one).
+/// Names the buffers that differ; exits 1 when any is wrong.
 int compareExecutors(const std::string &dir, const std::string &prompt,
-                     int64_t steps, uint64_t seed) {
+                     int64_t steps, uint64_t seed, const std::string &first,
+                     uint64_t interleavingsSeed, bool json) {
   EngineManifest manifest = readEngine(dir);
   WeightSourceSpec weights = chooseWeightSource(manifest, "", seed);
-  GpuEngineOptions gpuOptions;
-  gpuOptions.weights = weights;
-  GpuEngine gpu(dir, gpuOptions);
+  std::unique_ptr<Executor> a;
+  if (first == "gpu") {
+    GpuEngineOptions gpuOptions;
+    gpuOptions.weights = weights;
+    a = std::make_unique<GpuEngine>(dir, gpuOptions);
+  } else {
+    HostOptions options;
+    options.interleavingSeed = interleavingsSeed;
+    a = std::make_unique<HostExecutor>(manifest, weights, options);
+  }
   HostExecutor host(manifest, weights, HostOptions());
   std::vector<int32_t> ids = parseIds(prompt, engineVocab(manifest));
   int64_t T = manifest.tokens;
-  int bad = 0;
+  std::vector<BufferDiff> diffs;
   for (int64_t step = 0; step < steps; ++step) {
     std::vector<int32_t> tokens(static_cast<size_t>(T)),
         positions(static_cast<size_t>(T));
@@ -804,68 +866,68 @@ int compareExecutors(const std::string &dir, const std::string &prompt,
       // DFlash: each step verifies the tokens as a forced (prompt) block, so
       // both executors commit the same tokens whatever their argmax says.
       int32_t forced = int32_t(T);
-      for (Executor *e :
-           {static_cast<Executor *>(&gpu), static_cast<Executor *>(&host)}) {
+      for (Executor *e : {a.get(), static_cast<Executor *>(&host)}) {
         e->writeBuffer(manifest.spec.tokensBuffer, tokens.data(), 4 * T);
         e->writeBuffer(manifest.spec.positionsBuffer, positions.data(), 4 * T);
         e->writeBuffer(manifest.spec.forcedBuffer, &forced, 4);
         e->launch();
       }
     } else {
-      gpu.step(tokens, positions);
+      a->step(tokens, positions);
       host.step(tokens, positions);
     }
     for (const BufferInfo &b : manifest.buffers) {
-      std::vector<uint8_t> g = gpu.readBuffer(b.name);
-      const uint8_t *h = host.arena().data() + b.offset;
-      double maxDiff = 0, maxRef = 0;
-      int64_t n = 0, differ = 0, indexDiffer = 0;
-      // Argmax partials are (f32 value, int32 index) pairs: values compared
-      // as floats; an index may differ only where values tie to rounding.
-      const std::string suffix = ".partial";
-      const bool pairs = b.dtype == "i32" && b.name.size() > suffix.size() &&
-                         b.name.compare(b.name.size() - suffix.size(),
-                                        suffix.size(), suffix) == 0;
-      for (int64_t i = 0; i + 1 < b.bytes;) {
-        double x, y;
-        if (b.dtype == "bf16") {
-          uint16_t a, c;
-          std::memcpy(&a, g.data() + i, 2);
-          std::memcpy(&c, h + i, 2);
-          x = bf16ToF32(a), y = bf16ToF32(c), i += 2;
-        } else if (b.dtype == "f32" || (pairs && (i / 4) % 2 == 0)) {
-          float a, c;
-          std::memcpy(&a, g.data() + i, 4);
-          std::memcpy(&c, h + i, 4);
-          x = a, y = c, i += 4;
-        } else {
-          int32_t a, c;
-          std::memcpy(&a, g.data() + i, 4);
-          std::memcpy(&c, h + i, 4);
-          x = a, y = c, i += 4;
-          if (pairs) {
-            indexDiffer += a != c;
-            continue;
-          }
-        }
-        ++n;
-        differ += x != y;
-        maxDiff = std::max(maxDiff, std::fabs(x - y));
-        maxRef = std::max(maxRef, std::fabs(y));
-      }
-      double rel = maxRef > 0 ? maxDiff / maxRef : maxDiff;
-      bool wrong = b.dtype == "i32" && !pairs ? differ > 0 : rel > 2e-2;
-      std::cout << fmt::format(
-          "step {} {:<40} {:>4} {:>8} elems, {:>6} differ, max |gpu-host| "
-          "{:.3e} ({:.1e} of max |host|){}{}\n",
-          step, b.name, pairs ? "pair" : b.dtype, n, differ, maxDiff, rel,
-          pairs && indexDiffer
-              ? fmt::format(", {} argmax indices differ", indexDiffer)
-              : std::string(),
-          wrong ? "  <-- WRONG" : "");
-      bad += wrong;
+      std::vector<uint8_t> g(size_t(b.bytes)), h(size_t(b.bytes));
+      a->readBuffer(b.name, g.data(), b.bytes);
+      host.readBuffer(b.name, h.data(), b.bytes);
+      diffs.push_back(diffBuffer(b, g.data(), h.data()));
+      diffs.back().step = step;
     }
   }
+  int64_t bad = 0;
+  for (const BufferDiff &d : diffs)
+    bad += d.wrong;
+  const std::string against =
+      first == "gpu"
+          ? "gpu"
+          : fmt::format("host (interleavings seed {})", interleavingsSeed);
+  if (json) {
+    nlohmann::json buffers = nlohmann::json::array();
+    for (const BufferDiff &d : diffs) {
+      nlohmann::json j = {{"step", d.step},
+                          {"name", d.name},
+                          {"kind", d.kind},
+                          {"elements", d.elements},
+                          {"differ", d.differ},
+                          {"max_abs_diff", d.maxDiff},
+                          {"max_rel_diff", d.relative},
+                          {"wrong", d.wrong}};
+      if (d.kind == "pair")
+        j["argmax_indices_differ"] = d.indexDiffer;
+      buffers.push_back(j);
+    }
+    nlohmann::json out = {
+        {"engine", dir}, {"executor", first}, {"compared_with", "host"},
+        {"prompt", ids}, {"steps", steps},    {"buffers", buffers},
+        {"wrong", bad},  {"pass", bad == 0}};
+    if (first == "host")
+      out["interleavings_seed"] = interleavingsSeed;
+    std::cout << out.dump() << "\n";
+    return bad ? 1 : 0;
+  }
+  for (const BufferDiff &d : diffs)
+    std::cout << fmt::format(
+        "step {} {:<40} {:>4} {:>8} elems, {:>6} differ, max |{}-host| "
+        "{:.3e} ({:.1e} of max |host|){}{}\n",
+        d.step, d.name, d.kind, d.elements, d.differ, first, d.maxDiff,
+        d.relative,
+        d.kind == "pair" && d.indexDiffer
+            ? fmt::format(", {} argmax indices differ", d.indexDiffer)
+            : std::string(),
+        d.wrong ? "  <-- WRONG" : "");
+  std::cerr << fmt::format("tile-run: compare {} against the host executor: "
+                           "{} buffers over {} steps, {} wrong\n",
+                           against, manifest.buffers.size(), steps, bad);
   return bad ? 1 : 0;
 }
 
@@ -1062,6 +1124,19 @@ int main(int argc, char **argv) {
       ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
   compareCmd->add_option("--seed", compareSeed,
                          "Seed of the synthetic weights");
+  std::string compareFirst = "gpu";
+  uint64_t compareInterleavings = 1;
+  bool compareJson = false;
+  compareCmd
+      ->add_option("--executor", compareFirst,
+                   "What is compared with the host executor: gpu (the "
+                   "default), or host (another interleaving: the host "
+                   "executor must not depend on it)")
+      ->check(CLI::IsMember({"gpu", "host"}));
+  compareCmd->add_option("--interleavings-seed", compareInterleavings,
+                         "With --executor host: its interleaving seed (the "
+                         "reference side uses 0)");
+  compareCmd->add_flag("--json", compareJson, "Print one JSON object");
 
   CLI::App *profileCmd = app.add_subcommand(
       "profile", "Run decoding steps with per-task time stamps and write "
@@ -1241,7 +1316,8 @@ int main(int argc, char **argv) {
     }
     if (compareCmd->parsed())
       return compareExecutors(compareDir, comparePrompt, compareSteps,
-                              compareSeed);
+                              compareSeed, compareFirst, compareInterleavings,
+                              compareJson);
     if (reference->parsed())
       return runReference(refModel, refPrompt, refCount, refSynthetic, refSeed,
                           refJson);
