@@ -343,6 +343,16 @@ int runEngine(const RunOptions &o) {
   DflashStats spec;
   PhaseTimes phases;
   std::vector<int32_t> tokens, oracle;
+  // A progress line on a terminal while decoding (not while text streams to
+  // it, and never in logs or pipes).
+  Progress decoding("decoding", o.count, ProgressUnit::Items, "tokens",
+                    !textOut);
+  int64_t made = 0;
+  std::function<void(int32_t)> onNewToken = [&](int32_t id) {
+    if (onToken)
+      onToken(id);
+    decoding.update(++made);
+  };
   if (dflash) {
     DflashOptions options;
     if (o.oracleDraft) {
@@ -361,7 +371,7 @@ int runEngine(const RunOptions &o) {
     options.recordDrafts = o.check;
     options.temperature = o.temperature;
     options.seed = o.sampleSeed;
-    options.onToken = onToken;
+    options.onToken = onNewToken;
     auto *gpu = dynamic_cast<GpuEngine *>(executor);
     if (o.trace && gpu && !manifest.opPhases.empty())
       options.afterStep = [&] { phases.add(manifest, gpu->readTrace()); };
@@ -371,8 +381,9 @@ int runEngine(const RunOptions &o) {
     stats.decodeSteps = spec.decodeSteps;
     stats.decodeSeconds = spec.decodeSeconds;
   } else {
-    tokens = generateGreedy(*executor, ids, o.count, &stats, onToken);
+    tokens = generateGreedy(*executor, ids, o.count, &stats, onNewToken);
   }
+  decoding.finish();
   if (textOut) {
     std::string rest = textOut->finish();
     if (!o.json)
