@@ -51,6 +51,18 @@ std::string taskPhase(const EngineManifest &m, const TilecTask &t) {
 
 namespace {
 
+/// Whether the manifest's estimates can be read beside its task lists (a
+/// manifest made in memory may have them out of shape; readEngine refuses
+/// that).
+bool usableEstimates(const EngineManifest &m) {
+  if (!m.hasEstimates() || m.smEstimates.size() != m.smTasks.size())
+    return false;
+  for (size_t s = 0; s < m.smTasks.size(); ++s)
+    if (m.smEstimates[s].size() != m.smTasks[s].size())
+      return false;
+  return true;
+}
+
 const char *familyOf(const TilecTask &t) {
   return familyName(TilecTaskFamily(t.w[TILEC_W_FAMILY]));
 }
@@ -85,13 +97,14 @@ int64_t writeChromeTrace(const EngineManifest &m,
                       {"tid", sm},
                       {"args", {{"name", fmt::format("SM {}", sm)}}}});
   int64_t slices = 0;
+  const bool estimates = usableEstimates(m);
   for (size_t step = 0; step < steps.size(); ++step)
     forEachTaskSpan(m, steps[step], [&](const TaskSpan &s) {
       json args = {{"step", step}, {"task", s.index}};
       std::string phase = taskPhase(m, *s.task);
       if (!phase.empty())
         args["phase"] = phase;
-      if (m.hasEstimates()) {
+      if (estimates) {
         const TaskEstimate &e = m.smEstimates[size_t(s.sm)][size_t(s.index)];
         args["predicted_ns"] = e.ns();
         args["bytes"] = e.bytes;
@@ -159,7 +172,7 @@ ProfileSummary summarizeProfile(const EngineManifest &m,
   s.source = source;
   s.steps = int64_t(steps.size());
   s.tasksPerStep = m.taskCount();
-  const bool est = m.hasEstimates();
+  const bool est = usableEstimates(m);
   const size_t sms = m.smTasks.size();
 
   // Per task over all steps: time and runs.

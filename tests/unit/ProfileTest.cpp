@@ -231,6 +231,12 @@ TEST(Profile, WithoutEstimatesOrStampsItSaysSo) {
     EXPECT_NE(std::string(e.what()).find("tracing on"), std::string::npos);
   }
   EXPECT_THROW(summarizeProfile(m, {}, {}), Error);
+  // Estimates out of shape with the task lists are not read.
+  m = smallManifest();
+  m.smEstimates[0].pop_back();
+  EXPECT_FALSE(
+      summarizeProfile(m, {smallTrace(5, 1000)}, {"d", "gpu", "GPU", "c"})
+          .predicted);
 }
 
 TEST(Profile, ChromeTraceHasARowPerSmAndASlicePerTask) {
