@@ -349,6 +349,20 @@ LogicalResult mlir::tile::generateEngine(ModuleOp module, StringRef name,
   std::map<std::pair<int, std::map<std::string, int64_t>>, int64_t> instanceIds;
   llvm::StringMap<int64_t> opId;
   llvm::StringMap<TilecTask> records;
+  // tile-schedule's prediction per task (start_ns / end_ns) and
+  // tile-partition's cost, for tile-run profile's predicted vs measured.
+  llvm::StringMap<tilec::TaskEstimate> estimates;
+  bool estimated = true;
+  for (TaskOp task : program.getBodyBlock().getOps<TaskOp>()) {
+    auto start = task->getAttrOfType<IntegerAttr>("start_ns");
+    auto end = task->getAttrOfType<IntegerAttr>("end_ns");
+    if (start && end)
+      estimates[task.getSymName()] = {start.getInt(), end.getInt(),
+                                      task.getCostInt("bytes"),
+                                      task.getCostInt("flops")};
+    else
+      estimated = false;
+  }
   for (TaskOp task : program.getBodyBlock().getOps<TaskOp>()) {
     const FamilyInfo *family = familyNamed(task.getFamily());
     if (!family)
@@ -454,14 +468,23 @@ LogicalResult mlir::tile::generateEngine(ModuleOp module, StringRef name,
   }
 
   m.smTasks.assign(size_t(m.sms), {});
+  if (estimated) {
+    m.smEstimates.assign(size_t(m.sms), {});
+    m.predictedNs = intAttr("predicted_ns");
+    m.costModel = strAttr("cost_model");
+  }
   for (ScheduleOp schedule : program.getBodyBlock().getOps<ScheduleOp>()) {
     if (schedule.getSm() < 0 || schedule.getSm() >= m.sms)
       return schedule.emitOpError()
              << "codegen: sm(" << schedule.getSm()
              << ") is outside the target's " << m.sms << " SMs";
-    for (Attribute ref : schedule.getTasks())
-      m.smTasks[size_t(schedule.getSm())].push_back(
-          records[cast<FlatSymbolRefAttr>(ref).getValue()]);
+    for (Attribute ref : schedule.getTasks()) {
+      StringRef task = cast<FlatSymbolRefAttr>(ref).getValue();
+      m.smTasks[size_t(schedule.getSm())].push_back(records[task]);
+      if (estimated)
+        m.smEstimates[size_t(schedule.getSm())].push_back(
+            estimates.lookup(task));
+    }
   }
   if (m.taskCount() != int64_t(records.size()))
     return program.emitOpError()

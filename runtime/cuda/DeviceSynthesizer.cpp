@@ -6,11 +6,9 @@
 #include "models/core/Synthetic.h"
 #include "models/core/WeightList.h"
 #include "runtime/cuda/Nvrtc.h"
-
-#include <unistd.h>
+#include "runtime/engine/Progress.h"
 
 #include <algorithm>
-#include <iostream>
 #include <map>
 
 namespace tilec {
@@ -207,8 +205,9 @@ DeviceSynthesisStats DeviceSynthesizer::fill(const EngineManifest &m,
   std::unique_ptr<WeightPacker> packer; // for the weights the host converts
   std::vector<uint8_t> staging;
   std::vector<const WeightInfo *> onDevice;
-  bool tty = progress && ::isatty(STDERR_FILENO);
-  size_t done = 0;
+  Progress bar("synthesizing weights on the GPU", int64_t(m.weights.size()),
+               ProgressUnit::Items, "weights", progress);
+  int64_t done = 0;
   for (const WeightInfo &w : m.weights) {
     WeightLayout l = weightLayout(w);
     if (w.offset + w.bytes > m.weightBytes ||
@@ -241,15 +240,10 @@ DeviceSynthesisStats DeviceSynthesizer::fill(const EngineManifest &m,
       stats.bytesOnDevice += w.bytes + w.scaleBytes;
       onDevice.push_back(&w);
     }
-    ++done;
-    if (tty)
-      std::cerr << fmt::format("\rsynthesizing weights on the GPU: {}/{}", done,
-                               m.weights.size())
-                << std::flush;
+    bar.update(++done);
   }
-  if (tty)
-    std::cerr << "\n";
   d_.check(d_.cuStreamSynchronize(stream), "synthesizing weights on the GPU");
+  bar.finish(done);
 
   // Self-check: per storage format, the smallest device-made matrix against
   // WeightPacker's bytes for it.

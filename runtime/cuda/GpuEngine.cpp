@@ -6,8 +6,6 @@
 #include "runtime/cuda/DeviceSynthesizer.h"
 #include "runtime/cuda/Nvrtc.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -17,17 +15,6 @@
 #include <thread>
 
 namespace tilec {
-
-std::string formatBytes(int64_t bytes) {
-  double b = double(bytes);
-  if (bytes >= (int64_t(1) << 30))
-    return fmt::format("{:.2f} GiB", b / double(int64_t(1) << 30));
-  if (bytes >= (int64_t(1) << 20))
-    return fmt::format("{:.1f} MiB", b / double(1 << 20));
-  if (bytes >= (int64_t(1) << 10))
-    return fmt::format("{:.1f} KiB", b / 1024.0);
-  return fmt::format("{} B", bytes);
-}
 
 std::string GpuDeviceInfo::describe() const {
   return fmt::format("GPU {}: {} ({}, {} SMs, {} of memory, {} smem per "
@@ -86,48 +73,6 @@ GpuDeviceInfo queryDevice(CudaDriver &d, int ordinal) {
   info.driverVersion = d.version();
   return info;
 }
-
-bool stderrIsTerminal() { return ::isatty(STDERR_FILENO) != 0; }
-
-/// A one-line progress bar on a terminal (nothing otherwise).
-class ProgressBar {
-public:
-  ProgressBar(std::string label, int64_t total, bool enabled)
-      : label_(std::move(label)), total_(std::max<int64_t>(total, 1)),
-        enabled_(enabled && stderrIsTerminal()),
-        start_(std::chrono::steady_clock::now()) {}
-  void update(int64_t done, bool force = false) {
-    if (!enabled_)
-      return;
-    auto now = std::chrono::steady_clock::now();
-    if (!force && now - last_ < std::chrono::milliseconds(100))
-      return;
-    last_ = now;
-    double seconds = std::chrono::duration<double>(now - start_).count();
-    double fraction = std::min(1.0, double(done) / double(total_));
-    int filled = int(fraction * 30);
-    std::cerr << fmt::format(
-                     "\r{}: [{}{}] {:3.0f}% {} / {}  {}/s ", label_,
-                     std::string(size_t(filled), '#'),
-                     std::string(size_t(30 - filled), '.'), fraction * 100,
-                     formatBytes(done), formatBytes(total_),
-                     formatBytes(seconds > 0 ? int64_t(double(done) / seconds)
-                                             : 0))
-              << std::flush;
-  }
-  void finish(int64_t done) {
-    if (!enabled_)
-      return;
-    update(done, true);
-    std::cerr << "\n";
-  }
-
-private:
-  std::string label_;
-  int64_t total_;
-  bool enabled_;
-  std::chrono::steady_clock::time_point start_, last_;
-};
 
 } // namespace
 
@@ -549,7 +494,7 @@ void GpuEngine::Impl::uploadPacked() {
     }
   };
 
-  ProgressBar bar("weights", m.weightBytes, opt.progress);
+  Progress bar("weights", m.weightBytes, ProgressUnit::Bytes, "", opt.progress);
   int64_t done = 0;
   std::vector<uint8_t> big;
   for (const WeightInfo &w : m.weights) {

@@ -16,6 +16,7 @@
 
 #include "runtime/engine/Executor.h"
 #include "runtime/engine/Manifest.h"
+#include "runtime/engine/Progress.h" // formatBytes
 #include "runtime/engine/WeightPacker.h"
 
 #include <cstdint>
@@ -130,7 +131,7 @@ public:
 
   /// The trace buffer: [sms, max tasks per SM, 2] globaltimer stamps (start,
   /// end) of the last step; empty unless options.trace.
-  std::vector<uint64_t> readTrace() const;
+  std::vector<uint64_t> readTrace() const override;
   /// `bytes` of the weight region from `offset` (tests compare it with the
   /// host's WeightPacker).
   std::vector<uint8_t> readWeights(int64_t offset, int64_t bytes) const;
@@ -141,9 +142,6 @@ private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
-
-/// "1.50 GiB", "12.0 MiB", "640 B".
-std::string formatBytes(int64_t bytes);
 
 /// How the runtime NVRTC-compiles an engine's kernel for `arch`: its source and
 /// the defines the device library reads (threads, SMs, shared memory, tasks).

@@ -3,6 +3,7 @@
 
 #include "models/core/Error.h"
 #include "runtime/cuda/Sha256.h"
+#include "runtime/engine/Progress.h"
 
 #include <nvrtc.h>
 
@@ -246,11 +247,10 @@ NvrtcResult nvrtcCompile(const NvrtcSource &source,
     }
   }
 
-  bool tty = settings.progress && ::isatty(STDERR_FILENO);
-  if (tty)
-    std::cerr << fmt::format("NVRTC: compiling {} for {} ...", source.name,
-                             source.arch)
-              << std::flush;
+  // One blocking call: the line says what runs, then how long it took.
+  Progress bar("NVRTC", 0, ProgressUnit::Items,
+               fmt::format("compiling {} for {}", source.name, source.arch),
+               settings.progress);
   auto start = std::chrono::steady_clock::now();
 
   nvrtcProgram program = nullptr;
@@ -281,9 +281,7 @@ NvrtcResult nvrtcCompile(const NvrtcSource &source,
   result.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();
-  if (tty)
-    std::cerr << fmt::format(" {:.1f} s{}\n", result.seconds,
-                             status == NVRTC_SUCCESS ? "" : " (failed)");
+  bar.finish(status == NVRTC_SUCCESS ? "" : "(failed)");
   if (status != NVRTC_SUCCESS)
     fail("NVRTC: compiling {} for {} failed ({}). Options: {}\n{}", source.name,
          source.arch, nvrtcGetErrorString(status), fmt::join(options, " "),

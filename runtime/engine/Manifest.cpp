@@ -224,6 +224,24 @@ json toJson(const EngineManifest &m) {
   j["tasks"] = {{"file", "tasks.bin"},
                 {"words_per_task", TILEC_TASK_WORDS},
                 {"per_sm", counts}};
+  if (m.hasEstimates()) {
+    // Flat arrays in tasks.bin's order (SM 0's tasks first).
+    json start = json::array(), end = json::array(), bytes = json::array(),
+         flops = json::array();
+    for (const auto &list : m.smEstimates)
+      for (const TaskEstimate &e : list) {
+        start.push_back(e.startNs);
+        end.push_back(e.endNs);
+        bytes.push_back(e.bytes);
+        flops.push_back(e.flops);
+      }
+    j["tasks"]["estimates"] = {{"cost_model", m.costModel},
+                               {"predicted_ns", m.predictedNs},
+                               {"start_ns", start},
+                               {"end_ns", end},
+                               {"bytes", bytes},
+                               {"flops", flops}};
+  }
   j["kernel"] = {{"file", m.kernelFile}, {"sha256", m.kernelSha256}};
   return j;
 }
@@ -363,6 +381,31 @@ EngineManifest fromJson(const json &j, const std::string &where) {
       fail("{}: tasks.per_sm[{}] is negative", where, s);
     m.smTasks[s].resize(size_t(perSm[s]));
   }
+  if (tasks.contains("estimates")) {
+    const std::string w = where + " tasks.estimates";
+    const json &est = get<json>(tasks, "estimates", where + " tasks");
+    m.costModel = get<std::string>(est, "cost_model", w);
+    m.predictedNs = get<int64_t>(est, "predicted_ns", w);
+    const size_t n = size_t(m.taskCount());
+    auto column = [&](const char *key) {
+      std::vector<int64_t> v = get<std::vector<int64_t>>(est, key, w);
+      if (v.size() != n)
+        fail("{}: {} has {} entries for {} tasks", w, key, v.size(), n);
+      return v;
+    };
+    std::vector<int64_t> start = column("start_ns"), end = column("end_ns"),
+                         bytes = column("bytes"), flops = column("flops");
+    m.smEstimates.resize(m.smTasks.size());
+    size_t i = 0;
+    for (size_t s = 0; s < m.smTasks.size(); ++s)
+      for (size_t k = 0; k < m.smTasks[s].size(); ++k, ++i) {
+        if (end[i] < start[i])
+          fail("{}: task {} (SM {} task {}) ends at {} ns, before its start "
+               "at {} ns",
+               w, i, s, k, end[i], start[i]);
+        m.smEstimates[s].push_back({start[i], end[i], bytes[i], flops[i]});
+      }
+  }
   const json &kernel = get<json>(j, "kernel", where);
   m.kernelFile = get<std::string>(kernel, "file", where + " kernel");
   m.kernelSha256 = get<std::string>(kernel, "sha256", where + " kernel");
@@ -373,6 +416,14 @@ EngineManifest fromJson(const json &j, const std::string &where) {
 
 std::string writeEngine(const std::string &dir, const EngineManifest &manifest,
                         const std::string &kernelSource) {
+  if (manifest.hasEstimates()) {
+    bool parallel = manifest.smEstimates.size() == manifest.smTasks.size();
+    for (size_t s = 0; parallel && s < manifest.smTasks.size(); ++s)
+      parallel = manifest.smEstimates[s].size() == manifest.smTasks[s].size();
+    if (!parallel)
+      return "writing engine " + dir +
+             ": the task estimates are not parallel to the task lists";
+  }
   try {
     std::filesystem::create_directories(dir);
     {

@@ -54,6 +54,15 @@ struct InstanceInfo {
   std::string symbol; // the C++ expression kernel.cu dispatches to
 };
 
+/// What the compiler predicts for one task: tile-schedule's start and end by
+/// its cost model (ns from the step's start), tile-partition's estimate of
+/// the bytes it moves (weights, scales included, plus the activations it
+/// reads and writes) and its flops.
+struct TaskEstimate {
+  int64_t startNs = 0, endNs = 0, bytes = 0, flops = 0;
+  int64_t ns() const { return endNs - startNs; }
+};
+
 struct EventInfo {
   std::string name; // the op that signals it
   uint32_t signalsPerStep = 0;
@@ -106,6 +115,12 @@ struct EngineManifest {
 
   /// Per SM, its tasks in order (tasks.bin holds them back to back).
   std::vector<std::vector<TilecTask>> smTasks;
+  /// The compiler's estimates, parallel to smTasks (manifest.json's
+  /// tasks.estimates); empty when the engine has none (engines built by
+  /// hand).
+  std::vector<std::vector<TaskEstimate>> smEstimates;
+  std::string costModel;   // tile-schedule's: "roofline", "uniform"; "" if none
+  int64_t predictedNs = 0; // the predicted step (last task's end)
 
   std::string kernelFile = "kernel.cu";
   std::string kernelSha256;
@@ -114,6 +129,7 @@ struct EngineManifest {
   const WeightInfo &weight(const std::string &name) const;
   const InstanceInfo &instance(int64_t id) const;
   int64_t taskCount() const;
+  bool hasEstimates() const { return !smEstimates.empty(); }
 };
 
 /// A task family's name in manifest.json ("embed", "linear", ...; "?" outside

@@ -4,6 +4,7 @@
 #include "models/core/Error.h"
 #include "models/core/Formats.h"
 #include "runtime/abi/ExactMath.h"
+#include "runtime/engine/Progress.h"
 
 #include <fmt/ranges.h>
 
@@ -108,6 +109,14 @@ uint64_t mixSeed(uint64_t z) {
   return z ^ (z >> 31);
 }
 
+/// The trace's clock: steady_clock in ns (since boot: never 0, which means
+/// "did not run").
+uint64_t nowNs() {
+  return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                      std::chrono::steady_clock::now().time_since_epoch())
+                      .count());
+}
+
 struct TaskRef {
   int sm = 0;
   int64_t index = 0;
@@ -138,6 +147,9 @@ struct HostExecutor::Impl {
 
   // Scheduling: next task per SM, worker bookkeeping.
   std::unique_ptr<std::atomic<int64_t>[]> next;
+  /// options.trace: [sms, maxTasks, 2] steady_clock ns of the last step.
+  std::vector<uint64_t> trace;
+  int64_t maxTasks = 0;
   std::mutex mu; // events' clocks, scheduling
   std::condition_variable cv;
   std::atomic<uint64_t> generation{0};
@@ -1345,6 +1357,8 @@ void HostExecutor::Impl::beginStep() {
   failed = false;
   waiting = 0;
   error.clear();
+  if (opt.trace) // a task that does not run leaves no stale stamps
+    trace.assign(size_t(sms * maxTasks * 2), 0);
   if (!opt.checkEvents)
     return;
   vc.assign(size_t(sms), std::vector<uint32_t>(size_t(sms), 0));
@@ -1393,6 +1407,11 @@ void HostExecutor::Impl::runTask(int sm) {
     }
   }
   TaskRun run(*this, global);
+  uint64_t *stamps = opt.trace
+                         ? &trace[size_t((sm * maxTasks + next[sm].load()) * 2)]
+                         : nullptr;
+  if (stamps)
+    stamps[0] = nowNs();
   switch (ref.inst->family) {
   case TILEC_TASK_EMBED:
     runEmbed(run);
@@ -1433,6 +1452,8 @@ void HostExecutor::Impl::runTask(int sm) {
   default:
     run.error("unknown family");
   }
+  if (stamps)
+    stamps[1] = nowNs();
   {
     std::lock_guard<std::mutex> lock(mu);
     if (opt.checkEvents)
@@ -1616,7 +1637,13 @@ HostExecutor::HostExecutor(EngineManifest manifest,
                            const WeightSourceSpec &weights, HostOptions options)
     : HostExecutor(std::move(manifest), std::vector<uint8_t>(), options) {
   impl_->regions[kWeights].assign(size_t(impl_->m.weightBytes), 0);
-  packWeights(impl_->m, weights, impl_->regions[kWeights].data());
+  Progress bar("packing weights", int64_t(impl_->m.weights.size()),
+               ProgressUnit::Items, "weights");
+  packWeights(impl_->m, weights, impl_->regions[kWeights].data(),
+              [&](size_t done, size_t, const std::string &) {
+                bar.update(int64_t(done));
+              });
+  bar.finish();
 }
 
 HostExecutor::HostExecutor(EngineManifest manifest,
@@ -1639,6 +1666,8 @@ HostExecutor::HostExecutor(EngineManifest manifest,
   for (size_t e = 0; e < x.m.events.size(); ++e)
     x.events[e].store(0);
   x.next = std::make_unique<std::atomic<int64_t>[]>(size_t(x.sms));
+  for (int s = 0; s < x.sms; ++s)
+    x.maxTasks = std::max(x.maxTasks, x.smBegin[s + 1] - x.smBegin[s]);
 }
 
 HostExecutor::~HostExecutor() = default;
@@ -1761,6 +1790,10 @@ std::vector<float> HostExecutor::logits() const {
 }
 
 std::string HostExecutor::name() const { return "host"; }
+
+std::vector<uint64_t> HostExecutor::readTrace() const {
+  return impl_->opt.trace ? impl_->trace : std::vector<uint64_t>();
+}
 
 void HostExecutor::reset() { impl_->slots.clear(); }
 

@@ -52,6 +52,10 @@ struct HostOptions {
   /// Shadow state and vector clocks (see the file comment). Off: only the
   /// events' waits order the tasks, as on the GPU.
   bool checkEvents = true;
+  /// Per-task start/end stamps (steady_clock ns) of every step, laid out as
+  /// the GPU's trace (one row per SM's task list): readTrace(). These are CPU
+  /// times of the host executor's bodies, not GPU times.
+  bool trace = false;
 };
 
 struct HostStats {
@@ -112,6 +116,9 @@ public:
   std::vector<int32_t> generateGreedy(const std::vector<int32_t> &prompt,
                                       int64_t count,
                                       GenerateStats *stats = nullptr);
+  /// With options.trace: the last step's stamps ([SMs, most tasks on one SM,
+  /// 2], steady_clock ns, 0 for a task that did not run); else empty.
+  std::vector<uint64_t> readTrace() const override;
   /// Forgets the KV positions a sequence wrote (generateGreedy calls it).
   void reset() override;
 

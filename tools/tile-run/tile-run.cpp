@@ -15,6 +15,10 @@
 //                                            directory's tokenizer.json),
 //                                            streaming the decoded text
 //   tile-run tokenize PATH --text TEXT       ids of a text and its round trip
+//   tile-run profile ENGINE_DIR [-n STEPS]   per-task times of STEPS steps:
+//                                            trace.json, timeline.png and
+//                                            summary.txt (runtime/engine/
+//                                            Profile.h)
 //
 //===----------------------------------------------------------------------===//
 #include "models/core/CheckpointWeights.h"
@@ -28,8 +32,11 @@
 #include "runtime/cuda/SelectExecutor.h"
 #include "runtime/engine/Executor.h"
 #include "runtime/engine/Manifest.h"
+#include "runtime/engine/Profile.h"
+#include "runtime/engine/Progress.h"
 #include "runtime/engine/ReferenceCheck.h"
 #include "runtime/engine/SampleCheck.h"
+#include "runtime/engine/Timeline.h"
 #include "runtime/engine/WeightPacker.h"
 #include "runtime/host/HostExecutor.h"
 
@@ -39,6 +46,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -246,25 +254,19 @@ std::unique_ptr<WeightSource> cpuWeights(const WeightSourceSpec &weights,
 struct PhaseTimes {
   std::map<std::string, std::vector<double>> us;
   void add(const EngineManifest &m, const std::vector<uint64_t> &trace) {
-    if (trace.empty())
-      return;
-    size_t maxTasks = trace.size() / 2 / m.smTasks.size();
     std::map<std::string, std::pair<uint64_t, uint64_t>> span;
     auto widen = [&](const std::string &phase, uint64_t b, uint64_t e) {
       auto [it, fresh] = span.try_emplace(phase, b, e);
       it->second.first = std::min(it->second.first, b);
       it->second.second = std::max(it->second.second, e);
     };
-    for (size_t sm = 0; sm < m.smTasks.size(); ++sm)
-      for (size_t k = 0; k < m.smTasks[sm].size() && k < maxTasks; ++k) {
-        uint64_t b = trace[(sm * maxTasks + k) * 2],
-                 e = trace[(sm * maxTasks + k) * 2 + 1];
-        int64_t op = m.smTasks[sm][k].w[TILEC_W_OP];
-        if (b == 0 || e < b || op < 0 || size_t(op) >= m.opPhases.size())
-          continue;
-        widen(m.opPhases[size_t(op)], b, e);
-        widen("step", b, e);
-      }
+    forEachTaskSpan(m, trace, [&](const TaskSpan &t) {
+      std::string phase = taskPhase(m, *t.task);
+      if (phase.empty())
+        return;
+      widen(phase, t.begin, t.end);
+      widen("step", t.begin, t.end);
+    });
     for (auto &[phase, be] : span)
       us[phase].push_back(double(be.second - be.first) / 1e3);
   }
@@ -282,50 +284,6 @@ struct PhaseTimes {
     return fmt::format("{}", fmt::join(parts, ", "));
   }
 };
-
-/// The last step's per-task stamps as a Chrome / Perfetto trace: one row per
-/// SM, one slice per task (its op's name, family and phase). Returns the
-/// number of tasks with stamps.
-int64_t writeChromeTrace(const EngineManifest &m,
-                         const std::vector<uint64_t> &trace,
-                         const std::string &path) {
-  nlohmann::json events = nlohmann::json::array();
-  size_t maxTasks = m.smTasks.empty() ? 0 : trace.size() / 2 / m.smTasks.size();
-  uint64_t t0 = UINT64_MAX;
-  for (uint64_t v : trace)
-    if (v)
-      t0 = std::min(t0, v);
-  int64_t stamped = 0;
-  for (size_t sm = 0; sm < m.smTasks.size(); ++sm)
-    for (size_t k = 0; k < m.smTasks[sm].size() && k < maxTasks; ++k) {
-      uint64_t b = trace[(sm * maxTasks + k) * 2],
-               e = trace[(sm * maxTasks + k) * 2 + 1];
-      if (b == 0 || e < b)
-        continue;
-      ++stamped;
-      const TilecTask &t = m.smTasks[sm][k];
-      int64_t op = t.w[TILEC_W_OP], family = t.w[TILEC_W_FAMILY];
-      nlohmann::json args = {{"task", k}};
-      if (op >= 0 && size_t(op) < m.opPhases.size())
-        args["phase"] = m.opPhases[size_t(op)];
-      events.push_back(
-          {{"name",
-            op >= 0 && size_t(op) < m.ops.size() ? m.ops[size_t(op)] : "?"},
-           {"cat", familyName(TilecTaskFamily(family))},
-           {"ph", "X"},
-           {"ts", double(b - t0) / 1e3},
-           {"dur", double(e - b) / 1e3},
-           {"pid", 0},
-           {"tid", sm},
-           {"args", args}});
-    }
-  std::ofstream out(path);
-  out << nlohmann::json{{"traceEvents", events}, {"displayTimeUnit", "ns"}}
-             .dump();
-  if (!out)
-    fail("--trace-out: cannot write '{}'", path);
-  return stamped;
-}
 
 int runEngine(const RunOptions &o) {
   EngineManifest manifest = readEngine(o.engineDir);
@@ -395,6 +353,16 @@ int runEngine(const RunOptions &o) {
   DflashStats spec;
   PhaseTimes phases;
   std::vector<int32_t> tokens, oracle;
+  // A progress line on a terminal while decoding (not while text streams to
+  // it, and never in logs or pipes).
+  Progress decoding("decoding", o.count, ProgressUnit::Items, "tokens",
+                    !textOut);
+  int64_t made = 0;
+  std::function<void(int32_t)> onNewToken = [&](int32_t id) {
+    if (onToken)
+      onToken(id);
+    decoding.update(++made);
+  };
   if (dflash) {
     DflashOptions options;
     if (o.oracleDraft) {
@@ -413,7 +381,7 @@ int runEngine(const RunOptions &o) {
     options.recordDrafts = o.check;
     options.temperature = o.temperature;
     options.seed = o.sampleSeed;
-    options.onToken = onToken;
+    options.onToken = onNewToken;
     auto *gpu = dynamic_cast<GpuEngine *>(executor);
     if (o.trace && gpu && !manifest.opPhases.empty())
       options.afterStep = [&] { phases.add(manifest, gpu->readTrace()); };
@@ -423,8 +391,9 @@ int runEngine(const RunOptions &o) {
     stats.decodeSteps = spec.decodeSteps;
     stats.decodeSeconds = spec.decodeSeconds;
   } else {
-    tokens = generateGreedy(*executor, ids, o.count, &stats, onToken);
+    tokens = generateGreedy(*executor, ids, o.count, &stats, onNewToken);
   }
+  decoding.finish();
   if (textOut) {
     std::string rest = textOut->finish();
     if (!o.json)
@@ -432,7 +401,8 @@ int runEngine(const RunOptions &o) {
   }
   if (!o.traceOut.empty()) {
     auto *gpu = static_cast<GpuEngine *>(executor);
-    int64_t stamped = writeChromeTrace(manifest, gpu->readTrace(), o.traceOut);
+    int64_t stamped = writeChromeTrace(manifest, {gpu->readTrace()}, o.traceOut,
+                                       "GPU globaltimer");
     std::cerr << fmt::format(
         "tile-run: wrote {} (the last step: {} of {} tasks stamped; open in "
         "chrome://tracing or ui.perfetto.dev)\n",
@@ -676,21 +646,237 @@ int sampleCheck(const RunOptions &o, const SampleCheckOptions &options,
   return ok ? 0 : 1;
 }
 
-/// `tile-run compare`: the same steps on the GPU and on the host executor, then
-/// every arena buffer compared (compile with tile-plan-memory{reuse=false} so
-/// no buffer is overwritten by a later one). Names the first buffers that
-/// differ.
+struct ProfileRunOptions {
+  RunOptions run;    // engine, executor, prompt, weights, host/GPU options
+  int64_t steps = 8; // -n
+  std::string outDir;
+  int width = 1400;
+};
+
+/// `tile-run profile`: `steps` decoding steps with per-task stamps on, then
+/// OUT/trace.json (every step), OUT/timeline.png (the last step) and
+/// OUT/summary.txt (printed too; --json prints it as one object).
+int runProfile(const ProfileRunOptions &p) {
+  const RunOptions &o = p.run;
+  EngineManifest manifest = readEngine(o.engineDir);
+  const std::string out =
+      p.outDir.empty()
+          ? (std::filesystem::path(o.engineDir) / "profile").string()
+          : p.outDir;
+  // The output directory before any work: a bad --out fails in a second.
+  std::error_code ec;
+  std::filesystem::create_directories(out, ec);
+  if (ec || !std::filesystem::is_directory(out))
+    fail("--out {}: cannot create the directory ({})", out,
+         ec ? ec.message() : "a file of that name is in the way");
+  const std::string summaryPath = out + "/summary.txt",
+                    tracePath = out + "/trace.json",
+                    pngPath = out + "/timeline.png";
+  {
+    std::ofstream probe(summaryPath);
+    if (!probe)
+      fail("--out {}: cannot write {} there ({})", out, "summary.txt",
+           std::strerror(errno));
+  }
+  WeightSourceSpec weights = chooseWeightSource(manifest, o.weightsDir, o.seed);
+  std::vector<int32_t> ids = parseIds(o.prompt, engineVocab(manifest));
+  // The steps must fit the KV cache (checked before loading anything).
+  const int64_t T = manifest.tokens;
+  if (manifest.spec.enabled()) {
+    // DFlash: the prefill commits the prompt and drafts the first block;
+    // then each launch verifies, accepts and drafts the next one, moving at
+    // most T positions and writing up to 2T past its block.
+    const int64_t last = int64_t(ids.size()) + (p.steps + 2) * T;
+    if (last >= maxContext(manifest))
+      fail("-n {}: {} DFlash steps of up to {} tokens after a prompt of {} "
+           "need positions up to {}, but the engine's KV cache holds {}; "
+           "profile fewer steps or recompile with a larger --max-context",
+           p.steps, p.steps, T, ids.size(), last, maxContext(manifest));
+  } else {
+    // Plain engines: decode step i writes positions up to P + i + T - 1.
+    const int64_t last = int64_t(ids.size()) + p.steps + T - 2;
+    if (last >= maxContext(manifest))
+      fail("-n {}: {} steps after a prompt of {} need positions up to {}, but "
+           "the engine's KV cache holds {}; profile fewer steps or recompile "
+           "with a larger --max-context",
+           p.steps, p.steps, ids.size(), last, maxContext(manifest));
+  }
+  ExecutorChoice choice = executorChoice(o);
+  choice.host.trace = true;
+  choice.gpu.trace = true;
+  SelectedExecutor selected =
+      makeExecutor(o.engineDir, manifest, weights, choice);
+  std::cerr << "tile-run: " << selected.notice << "\n";
+  if (!selected.loadSummary.empty())
+    std::cerr << "tile-run: " << selected.loadSummary << "\n";
+  Executor &executor = *selected.executor;
+  const bool onHost = selected.kind == ExecutorKind::Host;
+
+  // The steps: after the prompt (not traced), `steps` decode steps, each
+  // trace read back after its step.
+  std::vector<std::vector<uint64_t>> traces;
+  Progress bar("profile", p.steps, ProgressUnit::Items, "steps");
+  auto record = [&] {
+    traces.push_back(executor.readTrace());
+    bar.update(int64_t(traces.size()));
+  };
+  if (manifest.spec.enabled()) {
+    generateDflash(executor, ids, 1);
+    std::vector<int32_t> committed(size_t(T + 1));
+    for (int64_t i = 0; i < p.steps; ++i) {
+      executor.launch(manifest.spec.outBuffer, committed.data(), 4 * (T + 1));
+      if (committed[0] < 1 || committed[0] > T)
+        fail("{} executor: a DFlash step committed {} tokens (1 .. {} "
+             "expected)",
+             executor.name(), committed[0], T);
+      record();
+    }
+  } else {
+    // Plain engines: the first token comes from the prompt's last step.
+    bool prompt = true;
+    generateGreedy(executor, ids, p.steps + 1, nullptr, [&](int32_t) {
+      if (!prompt)
+        record();
+      prompt = false;
+    });
+  }
+  bar.finish();
+
+  ProfileSource source;
+  source.engine = o.engineDir;
+  source.executor = executor.name();
+  if (auto *gpu = dynamic_cast<GpuEngine *>(&executor)) {
+    source.device = gpu->device().describe();
+    source.clock = "GPU globaltimer: the megakernel's own time stamps";
+  } else {
+    source.device = fmt::format(
+        "the host executor on the CPU ({} thread{}, event checks {})",
+        o.threads, o.threads == 1 ? "" : "s", o.noEventChecks ? "off" : "on");
+    source.clock = "host steady_clock: the host executor's task bodies on the "
+                   "CPU; host times, not GPU times";
+  }
+  ProfileSummary summary = summarizeProfile(manifest, traces, source);
+  std::string text = formatProfileSummary(summary);
+  int64_t slices = writeChromeTrace(
+      manifest, traces, tracePath,
+      onHost ? "host steady_clock (CPU, not GPU times)" : "GPU globaltimer");
+  TimelineOptions timeline;
+  timeline.width = p.width;
+  timeline.title =
+      fmt::format("tilec profile: {}, {} ({}), step {} of {}",
+                  manifest.modelName, onHost ? "host executor" : "gpu",
+                  onHost ? "cpu times, not gpu times" : source.device,
+                  traces.size(), traces.size());
+  uint64_t b = UINT64_MAX, e = 0;
+  forEachTaskSpan(manifest, traces.back(), [&](const TaskSpan &t) {
+    b = std::min(b, t.begin);
+    e = std::max(e, t.end);
+  });
+  timeline.subtitle = fmt::format(
+      "{} sms, {} tasks, step {:.1f} us; idle {:.0f}% mean per sm "
+      "(compute role); predicted step {:.1f} us",
+      manifest.sms, manifest.taskCount(), e > b ? double(e - b) / 1e3 : 0.0,
+      100 * summary.idleMean, summary.predictedStepUs);
+  writePng(renderTimeline(manifest, traces.back(), timeline), pngPath);
+  {
+    std::ofstream file(summaryPath);
+    file << text;
+    if (!file)
+      fail("--out {}: cannot write {}", out, summaryPath);
+  }
+  if (o.json) {
+    nlohmann::json j = profileSummaryJson(summary);
+    j["weights"] = weights.describe();
+    j["files"] = {
+        {"trace", tracePath}, {"timeline", pngPath}, {"summary", summaryPath}};
+    std::cout << j.dump() << "\n";
+  } else {
+    std::cout << text;
+  }
+  std::cerr << fmt::format("tile-run: wrote {} ({} task slices; "
+                           "chrome://tracing or ui.perfetto.dev), {} (the "
+                           "last step) and {}\n",
+                           tracePath, slices, pngPath, summaryPath);
+  return 0;
+}
+
+/// One arena buffer of `tile-run compare` after one step.
+struct BufferDiff {
+  int64_t step = 0;
+  std::string name, kind; // kind: the dtype, or "pair" for argmax partials
+  int64_t elements = 0, differ = 0, indexDiffer = 0;
+  double maxDiff = 0, relative = 0;
+  bool wrong = false;
+};
+
+/// Compares `bytes` bytes of buffer `b` as the two executors left them.
+BufferDiff diffBuffer(const BufferInfo &b, const uint8_t *g, const uint8_t *h) {
+  BufferDiff d;
+  d.name = b.name;
+  double maxRef = 0;
+  // Argmax partials are (f32 value, int32 index) pairs: values compared
+  // as floats; an index may differ only where values tie to rounding.
+  const std::string suffix = ".partial";
+  const bool pairs =
+      b.dtype == "i32" && b.name.size() > suffix.size() &&
+      b.name.compare(b.name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  d.kind = pairs ? "pair" : b.dtype;
+  for (int64_t i = 0; i + 1 < b.bytes;) {
+    double x, y;
+    if (b.dtype == "bf16") {
+      uint16_t a, c;
+      std::memcpy(&a, g + i, 2);
+      std::memcpy(&c, h + i, 2);
+      x = bf16ToF32(a), y = bf16ToF32(c), i += 2;
+    } else if (b.dtype == "f32" || (pairs && (i / 4) % 2 == 0)) {
+      float a, c;
+      std::memcpy(&a, g + i, 4);
+      std::memcpy(&c, h + i, 4);
+      x = a, y = c, i += 4;
+    } else {
+      int32_t a, c;
+      std::memcpy(&a, g + i, 4);
+      std::memcpy(&c, h + i, 4);
+      x = a, y = c, i += 4;
+      if (pairs) {
+        d.indexDiffer += a != c;
+        continue;
+      }
+    }
+    ++d.elements;
+    d.differ += x != y && !(std::isnan(x) && std::isnan(y));
+    d.maxDiff = std::max(d.maxDiff, std::fabs(x - y));
+    maxRef = std::max(maxRef, std::fabs(y));
+  }
+  d.relative = maxRef > 0 ? d.maxDiff / maxRef : d.maxDiff;
+  d.wrong = b.dtype == "i32" && !pairs ? d.differ > 0 : d.relative > 2e-2;
+  return d;
+}
+
+/// `tile-run compare`: the same steps on the GPU (or, with --executor host,
+/// a second host executor with another interleaving) and on the host
+/// executor, then every arena buffer compared (compile with
+/// tile-plan-memory{reuse=false} so no buffer is overwritten by a later one).
+/// Names the buffers that differ; exits 1 when any is wrong.
 int compareExecutors(const std::string &dir, const std::string &prompt,
-                     int64_t steps, uint64_t seed) {
+                     int64_t steps, uint64_t seed, const std::string &first,
+                     uint64_t interleavingsSeed, bool json) {
   EngineManifest manifest = readEngine(dir);
   WeightSourceSpec weights = chooseWeightSource(manifest, "", seed);
-  GpuEngineOptions gpuOptions;
-  gpuOptions.weights = weights;
-  GpuEngine gpu(dir, gpuOptions);
+  std::unique_ptr<Executor> a;
+  if (first == "gpu") {
+    GpuEngineOptions gpuOptions;
+    gpuOptions.weights = weights;
+    a = std::make_unique<GpuEngine>(dir, gpuOptions);
+  } else {
+    HostOptions options;
+    options.interleavingSeed = interleavingsSeed;
+    a = std::make_unique<HostExecutor>(manifest, weights, options);
+  }
   HostExecutor host(manifest, weights, HostOptions());
   std::vector<int32_t> ids = parseIds(prompt, engineVocab(manifest));
   int64_t T = manifest.tokens;
-  int bad = 0;
+  std::vector<BufferDiff> diffs;
   for (int64_t step = 0; step < steps; ++step) {
     std::vector<int32_t> tokens(static_cast<size_t>(T)),
         positions(static_cast<size_t>(T));
@@ -702,68 +888,68 @@ int compareExecutors(const std::string &dir, const std::string &prompt,
       // DFlash: each step verifies the tokens as a forced (prompt) block, so
       // both executors commit the same tokens whatever their argmax says.
       int32_t forced = int32_t(T);
-      for (Executor *e :
-           {static_cast<Executor *>(&gpu), static_cast<Executor *>(&host)}) {
+      for (Executor *e : {a.get(), static_cast<Executor *>(&host)}) {
         e->writeBuffer(manifest.spec.tokensBuffer, tokens.data(), 4 * T);
         e->writeBuffer(manifest.spec.positionsBuffer, positions.data(), 4 * T);
         e->writeBuffer(manifest.spec.forcedBuffer, &forced, 4);
         e->launch();
       }
     } else {
-      gpu.step(tokens, positions);
+      a->step(tokens, positions);
       host.step(tokens, positions);
     }
     for (const BufferInfo &b : manifest.buffers) {
-      std::vector<uint8_t> g = gpu.readBuffer(b.name);
-      const uint8_t *h = host.arena().data() + b.offset;
-      double maxDiff = 0, maxRef = 0;
-      int64_t n = 0, differ = 0, indexDiffer = 0;
-      // Argmax partials are (f32 value, int32 index) pairs: values compared
-      // as floats; an index may differ only where values tie to rounding.
-      const std::string suffix = ".partial";
-      const bool pairs = b.dtype == "i32" && b.name.size() > suffix.size() &&
-                         b.name.compare(b.name.size() - suffix.size(),
-                                        suffix.size(), suffix) == 0;
-      for (int64_t i = 0; i + 1 < b.bytes;) {
-        double x, y;
-        if (b.dtype == "bf16") {
-          uint16_t a, c;
-          std::memcpy(&a, g.data() + i, 2);
-          std::memcpy(&c, h + i, 2);
-          x = bf16ToF32(a), y = bf16ToF32(c), i += 2;
-        } else if (b.dtype == "f32" || (pairs && (i / 4) % 2 == 0)) {
-          float a, c;
-          std::memcpy(&a, g.data() + i, 4);
-          std::memcpy(&c, h + i, 4);
-          x = a, y = c, i += 4;
-        } else {
-          int32_t a, c;
-          std::memcpy(&a, g.data() + i, 4);
-          std::memcpy(&c, h + i, 4);
-          x = a, y = c, i += 4;
-          if (pairs) {
-            indexDiffer += a != c;
-            continue;
-          }
-        }
-        ++n;
-        differ += x != y;
-        maxDiff = std::max(maxDiff, std::fabs(x - y));
-        maxRef = std::max(maxRef, std::fabs(y));
-      }
-      double rel = maxRef > 0 ? maxDiff / maxRef : maxDiff;
-      bool wrong = b.dtype == "i32" && !pairs ? differ > 0 : rel > 2e-2;
-      std::cout << fmt::format(
-          "step {} {:<40} {:>4} {:>8} elems, {:>6} differ, max |gpu-host| "
-          "{:.3e} ({:.1e} of max |host|){}{}\n",
-          step, b.name, pairs ? "pair" : b.dtype, n, differ, maxDiff, rel,
-          pairs && indexDiffer
-              ? fmt::format(", {} argmax indices differ", indexDiffer)
-              : std::string(),
-          wrong ? "  <-- WRONG" : "");
-      bad += wrong;
+      std::vector<uint8_t> g(size_t(b.bytes)), h(size_t(b.bytes));
+      a->readBuffer(b.name, g.data(), b.bytes);
+      host.readBuffer(b.name, h.data(), b.bytes);
+      diffs.push_back(diffBuffer(b, g.data(), h.data()));
+      diffs.back().step = step;
     }
   }
+  int64_t bad = 0;
+  for (const BufferDiff &d : diffs)
+    bad += d.wrong;
+  const std::string against =
+      first == "gpu"
+          ? "gpu"
+          : fmt::format("host (interleavings seed {})", interleavingsSeed);
+  if (json) {
+    nlohmann::json buffers = nlohmann::json::array();
+    for (const BufferDiff &d : diffs) {
+      nlohmann::json j = {{"step", d.step},
+                          {"name", d.name},
+                          {"kind", d.kind},
+                          {"elements", d.elements},
+                          {"differ", d.differ},
+                          {"max_abs_diff", d.maxDiff},
+                          {"max_rel_diff", d.relative},
+                          {"wrong", d.wrong}};
+      if (d.kind == "pair")
+        j["argmax_indices_differ"] = d.indexDiffer;
+      buffers.push_back(j);
+    }
+    nlohmann::json out = {
+        {"engine", dir}, {"executor", first}, {"compared_with", "host"},
+        {"prompt", ids}, {"steps", steps},    {"buffers", buffers},
+        {"wrong", bad},  {"pass", bad == 0}};
+    if (first == "host")
+      out["interleavings_seed"] = interleavingsSeed;
+    std::cout << out.dump() << "\n";
+    return bad ? 1 : 0;
+  }
+  for (const BufferDiff &d : diffs)
+    std::cout << fmt::format(
+        "step {} {:<40} {:>4} {:>8} elems, {:>6} differ, max |{}-host| "
+        "{:.3e} ({:.1e} of max |host|){}{}\n",
+        d.step, d.name, d.kind, d.elements, d.differ, first, d.maxDiff,
+        d.relative,
+        d.kind == "pair" && d.indexDiffer
+            ? fmt::format(", {} argmax indices differ", d.indexDiffer)
+            : std::string(),
+        d.wrong ? "  <-- WRONG" : "");
+  std::cerr << fmt::format("tile-run: compare {} against the host executor: "
+                           "{} buffers over {} steps, {} wrong\n",
+                           against, manifest.buffers.size(), steps, bad);
   return bad ? 1 : 0;
 }
 
@@ -962,6 +1148,72 @@ int main(int argc, char **argv) {
       ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
   compareCmd->add_option("--seed", compareSeed,
                          "Seed of the synthetic weights");
+  std::string compareFirst = "gpu";
+  uint64_t compareInterleavings = 1;
+  bool compareJson = false;
+  compareCmd
+      ->add_option("--executor", compareFirst,
+                   "What is compared with the host executor: gpu (the "
+                   "default), or host (another interleaving: the host "
+                   "executor must not depend on it)")
+      ->check(CLI::IsMember({"gpu", "host"}));
+  compareCmd->add_option("--interleavings-seed", compareInterleavings,
+                         "With --executor host: its interleaving seed (the "
+                         "reference side uses 0)");
+  compareCmd->add_flag("--json", compareJson, "Print one JSON object");
+
+  CLI::App *profileCmd = app.add_subcommand(
+      "profile", "Run decoding steps with per-task time stamps and write "
+                 "OUT/trace.json, OUT/timeline.png and OUT/summary.txt (time, "
+                 "bytes and bandwidth per task family and op, idle per SM, "
+                 "the compiler's predicted times against the measured ones)");
+  ProfileRunOptions profileOptions;
+  uint64_t profileSeed = 0;
+  bool profileEventChecks = false;
+  profileCmd
+      ->add_option("engine", profileOptions.run.engineDir,
+                   "Engine directory (tilec MODEL -o DIR)")
+      ->required();
+  profileCmd
+      ->add_option("-n,--steps", profileOptions.steps,
+                   "Decoding steps to trace (after the prompt)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  profileCmd->add_option("--out", profileOptions.outDir,
+                         "Directory for trace.json, timeline.png and "
+                         "summary.txt (default: ENGINE_DIR/profile)");
+  profileCmd->add_flag("--json", profileOptions.run.json,
+                       "Print the summary as one JSON object");
+  profileCmd
+      ->add_option("--executor", profileOptions.run.executor,
+                   "gpu (the megakernel's globaltimer), host (the host "
+                   "executor's CPU times: not GPU times) or auto")
+      ->check(CLI::IsMember({"gpu", "host", "auto"}));
+  profileCmd->add_option("--prompt-ids", profileOptions.run.prompt,
+                         "Comma-separated prompt token ids");
+  CLI::Option *profileSeedOption = profileCmd->add_option(
+      "--seed", profileSeed, "Synthetic weights from this seed");
+  profileCmd
+      ->add_option("--weights", profileOptions.run.weightsDir,
+                   "Checkpoint directory (default: the engine's model)")
+      ->excludes(profileSeedOption);
+  profileCmd->add_option("--device", profileOptions.run.device,
+                         "GPU executor: which GPU");
+  profileCmd->add_flag("--no-cache", profileOptions.run.noCache,
+                       "GPU executor: compile even when the cubin is cached");
+  profileCmd
+      ->add_option("--threads", profileOptions.run.threads,
+                   "Host executor: worker threads")
+      ->check(CLI::Range(1, 256));
+  profileCmd->add_option("--interleavings-seed",
+                         profileOptions.run.interleavingsSeed,
+                         "Host executor: seed of the task interleaving");
+  profileCmd->add_flag("--event-checks", profileEventChecks,
+                       "Host executor: keep the shadow-state event checks on "
+                       "(off by default: they dominate host times)");
+  profileCmd
+      ->add_option("--width", profileOptions.width,
+                   "Width of timeline.png in pixels")
+      ->check(CLI::Range(400, 20000));
 
   CLI::App *sampleCmd = app.add_subcommand(
       "sample-check",
@@ -1080,9 +1332,16 @@ int main(int argc, char **argv) {
       return tokenize(tokenizePath, tokenizeText, tokenizeIds, tokenizeJson);
     if (sampleCmd->parsed())
       return sampleCheck(sampleRun, sampleOptions, sampleAlpha);
+    if (profileCmd->parsed()) {
+      if (profileSeedOption->count() > 0)
+        profileOptions.run.seed = profileSeed;
+      profileOptions.run.noEventChecks = !profileEventChecks;
+      return runProfile(profileOptions);
+    }
     if (compareCmd->parsed())
       return compareExecutors(compareDir, comparePrompt, compareSteps,
-                              compareSeed);
+                              compareSeed, compareFirst, compareInterleavings,
+                              compareJson);
     if (reference->parsed())
       return runReference(refModel, refPrompt, refCount, refSynthetic, refSeed,
                           refJson);

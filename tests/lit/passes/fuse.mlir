@@ -67,6 +67,28 @@ func.func @dense_mlp(%x: tensor<2x64xbf16>) -> tensor<2x64xbf16> {
 // -----
 
 tile.weight @ln : tensor<64xbf16> = "ln"
+tile.weight @g : tensor<128x64xbf16> = "g"
+tile.weight @u : tensor<128x64xbf16> = "u"
+
+// SiLU*mul fuses only a gate/up pair that reads the same normalized input:
+// here the up projection reads the residual itself, so the pair stays apart
+// (the gate still takes the norm as its prologue).
+// CHECK-LABEL: func.func @silu_mixed_inputs
+func.func @silu_mixed_inputs(%x: tensor<2x64xbf16>) -> tensor<2x128xbf16> {
+  %h = tile.rms_norm %x, @ln eps(1.0e-5) : tensor<2x64xbf16> -> tensor<2x64xbf16>
+  %g = tile.linear %h, @g : tensor<2x64xbf16> -> tensor<2x128xbf16>
+  %u = tile.linear %x, @u : tensor<2x64xbf16> -> tensor<2x128xbf16>
+  %m = tile.silu_mul %g, %u : tensor<2x128xbf16>
+  return %m : tensor<2x128xbf16>
+}
+// CHECK: %[[G:.*]] = tile.fused_linear %arg0, @g norm(@ln, 1.000000e-05) epilogue(store)
+// CHECK-NEXT: %[[U:.*]] = tile.linear %arg0, @u
+// CHECK-NEXT: %[[M:.*]] = tile.silu_mul %[[G]], %[[U]]
+// CHECK-NEXT: return %[[M]]
+
+// -----
+
+tile.weight @ln : tensor<64xbf16> = "ln"
 tile.weight @gate : tensor<8x64xbf16> = "gate"
 tile.weight @bias : tensor<8xf32> = "bias"
 tile.weight @gu : tensor<8x128x64xf4E2M1FN> quant <mxfp4 [32]> = "gu"

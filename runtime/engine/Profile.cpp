@@ -1,0 +1,516 @@
+//===- Profile.cpp - Per-task traces: walk, Chrome trace, summary ---------===//
+#include "runtime/engine/Profile.h"
+
+#include "models/core/Error.h"
+#include "runtime/engine/Progress.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <map>
+
+namespace tilec {
+
+void forEachTaskSpan(const EngineManifest &m,
+                     const std::vector<uint64_t> &trace,
+                     const std::function<void(const TaskSpan &)> &visit) {
+  if (trace.empty())
+    return;
+  const size_t sms = m.smTasks.size();
+  if (sms == 0 || trace.size() % (2 * sms) != 0)
+    fail("trace: {} stamps do not make [{} SMs, tasks, 2]", trace.size(), sms);
+  const size_t room = trace.size() / 2 / sms;
+  for (size_t sm = 0; sm < sms; ++sm) {
+    if (m.smTasks[sm].size() > room)
+      fail("trace: SM {} has {} tasks but the trace room for {}", sm,
+           m.smTasks[sm].size(), room);
+    for (size_t k = 0; k < m.smTasks[sm].size(); ++k) {
+      uint64_t b = trace[(sm * room + k) * 2],
+               e = trace[(sm * room + k) * 2 + 1];
+      if (b == 0 || e < b)
+        continue;
+      visit({int(sm), int(k), &m.smTasks[sm][k], b, e});
+    }
+  }
+}
+
+std::string taskOpName(const EngineManifest &m, const TilecTask &t) {
+  int64_t op = t.w[TILEC_W_OP];
+  return op >= 0 && size_t(op) < m.ops.size() ? m.ops[size_t(op)]
+                                              : fmt::format("op {}", op);
+}
+
+std::string taskPhase(const EngineManifest &m, const TilecTask &t) {
+  int64_t op = t.w[TILEC_W_OP];
+  return op >= 0 && size_t(op) < m.opPhases.size() ? m.opPhases[size_t(op)]
+                                                   : std::string();
+}
+
+namespace {
+
+/// Whether the manifest's estimates can be read beside its task lists (a
+/// manifest made in memory may have them out of shape; readEngine refuses
+/// that).
+bool usableEstimates(const EngineManifest &m) {
+  if (!m.hasEstimates() || m.smEstimates.size() != m.smTasks.size())
+    return false;
+  for (size_t s = 0; s < m.smTasks.size(); ++s)
+    if (m.smEstimates[s].size() != m.smTasks[s].size())
+      return false;
+  return true;
+}
+
+const char *familyOf(const TilecTask &t) {
+  return familyName(TilecTaskFamily(t.w[TILEC_W_FAMILY]));
+}
+
+/// The first stamp of any step (times in traces are relative to it).
+uint64_t firstStamp(const EngineManifest &m,
+                    const std::vector<std::vector<uint64_t>> &steps) {
+  uint64_t t0 = UINT64_MAX;
+  for (const std::vector<uint64_t> &trace : steps)
+    forEachTaskSpan(m, trace,
+                    [&](const TaskSpan &s) { t0 = std::min(t0, s.begin); });
+  return t0;
+}
+
+} // namespace
+
+int64_t writeChromeTrace(const EngineManifest &m,
+                         const std::vector<std::vector<uint64_t>> &steps,
+                         const std::string &path, const std::string &clock) {
+  using nlohmann::json;
+  json events = json::array();
+  const uint64_t t0 = firstStamp(m, steps);
+  events.push_back(
+      {{"name", "process_name"},
+       {"ph", "M"},
+       {"pid", 0},
+       {"args", {{"name", fmt::format("tilec {} ({})", m.modelName, clock)}}}});
+  for (size_t sm = 0; sm < m.smTasks.size(); ++sm)
+    events.push_back({{"name", "thread_name"},
+                      {"ph", "M"},
+                      {"pid", 0},
+                      {"tid", sm},
+                      {"args", {{"name", fmt::format("SM {}", sm)}}}});
+  int64_t slices = 0;
+  const bool estimates = usableEstimates(m);
+  for (size_t step = 0; step < steps.size(); ++step)
+    forEachTaskSpan(m, steps[step], [&](const TaskSpan &s) {
+      json args = {{"step", step}, {"task", s.index}};
+      std::string phase = taskPhase(m, *s.task);
+      if (!phase.empty())
+        args["phase"] = phase;
+      if (estimates) {
+        const TaskEstimate &e = m.smEstimates[size_t(s.sm)][size_t(s.index)];
+        args["predicted_ns"] = e.ns();
+        args["bytes"] = e.bytes;
+      }
+      events.push_back({{"name", taskOpName(m, *s.task)},
+                        {"cat", familyOf(*s.task)},
+                        {"ph", "X"},
+                        {"ts", double(s.begin - t0) / 1e3},
+                        {"dur", double(s.ns()) / 1e3},
+                        {"pid", 0},
+                        {"tid", s.sm},
+                        {"args", args}});
+      ++slices;
+    });
+  std::ofstream out(path);
+  out << json{{"traceEvents", events},
+              {"displayTimeUnit", "ns"},
+              {"otherData", {{"clock", clock}, {"engine", m.modelName}}}}
+             .dump();
+  if (!out)
+    fail("cannot write the trace '{}'", path);
+  return slices;
+}
+
+namespace {
+
+struct RowAcc {
+  std::string family;
+  bool mixed = false;
+  int64_t tasks = 0, runs = 0, bytes = 0;
+  double ns = 0, predictedNs = 0, runBytes = 0;
+};
+
+ProfileRow finishRow(const std::string &name, const RowAcc &a, int64_t steps) {
+  ProfileRow r;
+  r.name = name;
+  r.family = a.mixed ? "" : a.family;
+  r.tasks = a.tasks;
+  r.runs = a.runs;
+  r.totalUs = a.ns / 1e3;
+  r.meanUs = a.runs ? r.totalUs / double(a.runs) : 0;
+  r.stepUs = r.totalUs / double(steps);
+  r.bytes = a.bytes;
+  r.gbps = a.ns > 0 ? a.runBytes / a.ns : 0; // bytes per ns = GB/s
+  r.predictedUs = a.predictedNs / 1e3;
+  r.ratio = r.predictedUs > 0 ? r.stepUs / r.predictedUs : 0;
+  return r;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty())
+    return 0;
+  std::nth_element(v.begin(), v.begin() + ptrdiff_t(v.size() / 2), v.end());
+  return v[v.size() / 2];
+}
+
+} // namespace
+
+ProfileSummary summarizeProfile(const EngineManifest &m,
+                                const std::vector<std::vector<uint64_t>> &steps,
+                                const ProfileSource &source, size_t outliers) {
+  if (steps.empty())
+    fail("profile: no steps were traced");
+  ProfileSummary s;
+  s.source = source;
+  s.steps = int64_t(steps.size());
+  s.tasksPerStep = m.taskCount();
+  const bool est = usableEstimates(m);
+  const size_t sms = m.smTasks.size();
+
+  // Per task over all steps: time and runs.
+  std::vector<std::vector<double>> taskNs(sms);
+  std::vector<std::vector<int64_t>> taskRuns(sms);
+  for (size_t sm = 0; sm < sms; ++sm) {
+    taskNs[sm].assign(m.smTasks[sm].size(), 0);
+    taskRuns[sm].assign(m.smTasks[sm].size(), 0);
+  }
+  std::vector<double> stepUs, stepTaskUs, busySum(sms, 0), idleSum(sms, 0);
+  int64_t stamped = 0;
+  for (const std::vector<uint64_t> &trace : steps) {
+    uint64_t b = UINT64_MAX, e = 0;
+    std::vector<double> busy(sms, 0);
+    forEachTaskSpan(m, trace, [&](const TaskSpan &t) {
+      b = std::min(b, t.begin);
+      e = std::max(e, t.end);
+      busy[size_t(t.sm)] += double(t.ns());
+      taskNs[size_t(t.sm)][size_t(t.index)] += double(t.ns());
+      ++taskRuns[size_t(t.sm)][size_t(t.index)];
+      ++stamped;
+    });
+    if (e <= b)
+      continue; // nothing stamped in this step
+    double span = double(e - b);
+    stepUs.push_back(span / 1e3);
+    double busyNs = 0;
+    for (double ns : busy)
+      busyNs += ns;
+    stepTaskUs.push_back(busyNs / 1e3);
+    for (size_t sm = 0; sm < sms; ++sm) {
+      busySum[sm] += busy[sm];
+      idleSum[sm] += 1.0 - busy[sm] / span;
+    }
+  }
+  if (stepUs.empty())
+    fail("profile: none of the {} steps has a task with time stamps (was the "
+         "executor made with tracing on?)",
+         steps.size());
+  const double timed = double(stepUs.size());
+  s.stampedPerStep = stamped / int64_t(steps.size());
+  s.stepUsMedian = median(stepUs);
+  s.stepUsMin = *std::min_element(stepUs.begin(), stepUs.end());
+  s.stepUsMax = *std::max_element(stepUs.begin(), stepUs.end());
+
+  // Families and ops.
+  std::map<std::string, RowAcc> families, ops;
+  double predictedTaskNs = 0;
+  for (size_t sm = 0; sm < sms; ++sm)
+    for (size_t k = 0; k < m.smTasks[sm].size(); ++k) {
+      const TilecTask &t = m.smTasks[sm][k];
+      const std::string family = familyOf(t);
+      TaskEstimate e = est ? m.smEstimates[sm][k] : TaskEstimate();
+      for (RowAcc *a : {&families[family], &ops[taskOpName(m, t)]}) {
+        if (a->tasks > 0 && a->family != family)
+          a->mixed = true;
+        a->family = family;
+        ++a->tasks;
+        a->runs += taskRuns[sm][k];
+        a->ns += taskNs[sm][k];
+        a->bytes += e.bytes;
+        a->runBytes += double(e.bytes) * double(taskRuns[sm][k]);
+        a->predictedNs += double(e.ns());
+      }
+      s.bytesPerStep += e.bytes;
+      predictedTaskNs += double(e.ns());
+    }
+  auto rows = [&](const std::map<std::string, RowAcc> &acc) {
+    std::vector<ProfileRow> out;
+    for (const auto &[name, a] : acc)
+      out.push_back(finishRow(name, a, s.steps));
+    std::stable_sort(out.begin(), out.end(),
+                     [](const ProfileRow &a, const ProfileRow &b) {
+                       return a.totalUs > b.totalUs;
+                     });
+    return out;
+  };
+  s.families = rows(families);
+  s.ops = rows(ops);
+  s.stepGbps =
+      s.stepUsMedian > 0 ? double(s.bytesPerStep) / (s.stepUsMedian * 1e3) : 0;
+  s.bytesNote =
+      est ? "bytes per task are tile-partition's estimate (manifest "
+            "tasks.estimates.bytes): the weights it reads, scales included, "
+            "plus the activations it reads and writes; attention counts its "
+            "window (full layers: 4096 keys) of K/V, MoE expert tasks their "
+            "slot's expert weights even when the slot is unused this step; "
+            "GB/s = bytes of the measured runs / their time (per task, not "
+            "summed over SMs)"
+          : "bytes unknown: the manifest has no tasks.estimates (an engine "
+            "built by hand or by an older tilec)";
+
+  // Idle of the compute role per SM.
+  int64_t withTasks = 0;
+  s.idleMin = 1, s.idleMax = 0;
+  for (size_t sm = 0; sm < sms; ++sm) {
+    if (m.smTasks[sm].empty()) {
+      ++s.emptySms;
+      continue;
+    }
+    ProfileSm p;
+    p.sm = int(sm);
+    p.tasks = int64_t(m.smTasks[sm].size());
+    p.busyUs = busySum[sm] / timed / 1e3;
+    p.idleFraction = std::clamp(idleSum[sm] / timed, 0.0, 1.0);
+    s.sms.push_back(p);
+    s.idleMean += p.idleFraction;
+    s.idleMin = std::min(s.idleMin, p.idleFraction);
+    s.idleMax = std::max(s.idleMax, p.idleFraction);
+    ++withTasks;
+  }
+  if (withTasks)
+    s.idleMean /= double(withTasks);
+  else
+    s.idleMin = 0;
+  s.idleNote =
+      source.executor == "host"
+          ? "host executor: an SM row is one task list, run with the others "
+            "by the executor's CPU threads in a random legal interleaving, so "
+            "a row is idle while other rows' tasks run: not GPU idle"
+          : "compute warps only: a task is busy from its hand-over to the "
+            "compute warps (its waits met) to its signal; waiting on events "
+            "counts as idle; the sched and load roles are not stamped";
+
+  // The cost model against the run.
+  s.predicted = est && m.predictedNs > 0;
+  s.costModel = m.costModel;
+  if (s.predicted) {
+    s.predictedStepUs = double(m.predictedNs) / 1e3;
+    s.stepRatio = s.stepUsMedian / s.predictedStepUs;
+    s.predictedTaskUs = predictedTaskNs / 1e3;
+    s.measuredTaskUs = median(stepTaskUs);
+    s.taskRatio =
+        s.predictedTaskUs > 0 ? s.measuredTaskUs / s.predictedTaskUs : 0;
+    std::vector<std::pair<double, ProfileOutlier>> scored;
+    for (size_t sm = 0; sm < sms; ++sm)
+      for (size_t k = 0; k < m.smTasks[sm].size(); ++k) {
+        const TaskEstimate &e = m.smEstimates[sm][k];
+        if (taskRuns[sm][k] == 0 || e.ns() <= 0 || s.taskRatio <= 0)
+          continue;
+        ProfileOutlier o;
+        o.sm = int(sm), o.index = int(k);
+        o.op = taskOpName(m, m.smTasks[sm][k]);
+        o.family = familyOf(m.smTasks[sm][k]);
+        o.predictedUs = double(e.ns()) / 1e3;
+        o.measuredUs = taskNs[sm][k] / double(taskRuns[sm][k]) / 1e3;
+        o.ratio = o.measuredUs / o.predictedUs;
+        if (o.ratio > 0)
+          scored.push_back({std::fabs(std::log(o.ratio / s.taskRatio)), o});
+      }
+    std::stable_sort(
+        scored.begin(), scored.end(),
+        [](const auto &a, const auto &b) { return a.first > b.first; });
+    for (size_t i = 0; i < scored.size() && i < outliers; ++i)
+      s.outliers.push_back(scored[i].second);
+  }
+  return s;
+}
+
+namespace {
+
+std::string ratioText(double r) {
+  return r > 0 ? fmt::format("{:.2f}x", r) : std::string("-");
+}
+
+std::string rowText(const ProfileRow &r, bool predicted, bool withFamily) {
+  std::string name = r.name;
+  if (withFamily && !r.family.empty())
+    name += " (" + r.family + ")";
+  std::string line = fmt::format(
+      "  {:<34} {:>6} {:>7} {:>11.1f} {:>9.2f} {:>10.1f} {:>11} {:>8.2f}", name,
+      r.tasks, r.runs, r.totalUs, r.meanUs, r.stepUs, formatBytes(r.bytes),
+      r.gbps);
+  if (predicted)
+    line += fmt::format(" {:>10.2f} {:>9}", r.predictedUs, ratioText(r.ratio));
+  return line + "\n";
+}
+
+std::string tableHeader(const char *first, bool predicted) {
+  std::string h = fmt::format(
+      "  {:<34} {:>6} {:>7} {:>11} {:>9} {:>10} {:>11} {:>8}", first, "tasks",
+      "runs", "total us", "mean us", "us/step", "bytes/step", "GB/s");
+  if (predicted)
+    h += fmt::format(" {:>10} {:>9}", "pred us", "meas/pred");
+  return h + "\n";
+}
+
+} // namespace
+
+std::string formatProfileSummary(const ProfileSummary &s, size_t maxOps) {
+  std::string out;
+  out += fmt::format("profile of {} on {}\n", s.source.engine, s.source.device);
+  out += fmt::format("times: {}\n", s.source.clock);
+  out += fmt::format(
+      "steps: {} traced, {} tasks each ({} stamped); step (first task start "
+      "to last task end): median {:.1f} us, min {:.1f} us, max {:.1f} us\n",
+      s.steps, s.tasksPerStep, s.stampedPerStep, s.stepUsMedian, s.stepUsMin,
+      s.stepUsMax);
+  out += fmt::format("bytes per step: {} ({:.2f} GB/s over the median step)\n",
+                     formatBytes(s.bytesPerStep), s.stepGbps);
+  out += fmt::format("  ({})\n", s.bytesNote);
+
+  out += "\nper task family (time: sum of the tasks' stamped spans):\n";
+  out += tableHeader("family", s.predicted);
+  for (const ProfileRow &r : s.families)
+    out += rowText(r, s.predicted, false);
+  out += fmt::format("\nper op ({} of {}, by time):\n",
+                     std::min(maxOps, s.ops.size()), s.ops.size());
+  out += tableHeader("op (family)", s.predicted);
+  for (size_t i = 0; i < s.ops.size() && i < maxOps; ++i)
+    out += rowText(s.ops[i], s.predicted, true);
+  if (s.ops.size() > maxOps)
+    out += fmt::format("  ... {} more ops (--json lists every one)\n",
+                       s.ops.size() - maxOps);
+
+  out += fmt::format("\nidle per SM (mean over steps of 1 - busy / step): "
+                     "mean {:.1f}%, min {:.1f}%, max {:.1f}% over {} SMs "
+                     "with tasks; {} SMs have none\n",
+                     100 * s.idleMean, 100 * s.idleMin, 100 * s.idleMax,
+                     s.sms.size(), s.emptySms);
+  out += fmt::format("  ({})\n", s.idleNote);
+  std::vector<ProfileSm> idlest = s.sms;
+  std::stable_sort(idlest.begin(), idlest.end(),
+                   [](const ProfileSm &a, const ProfileSm &b) {
+                     return a.idleFraction > b.idleFraction;
+                   });
+  std::vector<std::string> parts;
+  for (size_t i = 0; i < idlest.size() && i < 6; ++i)
+    parts.push_back(fmt::format("SM {} {:.1f}% ({} tasks)", idlest[i].sm,
+                                100 * idlest[i].idleFraction, idlest[i].tasks));
+  if (!parts.empty())
+    out += fmt::format("  idlest: {}\n", fmt::join(parts, ", "));
+  parts.clear();
+  for (size_t i = idlest.size(); i-- > 0 && idlest.size() - i <= 6;)
+    parts.push_back(fmt::format("SM {} {:.1f}% ({} tasks)", idlest[i].sm,
+                                100 * idlest[i].idleFraction, idlest[i].tasks));
+  if (!parts.empty())
+    out += fmt::format("  busiest: {}\n", fmt::join(parts, ", "));
+
+  if (!s.predicted) {
+    out += "\npredicted vs measured: the manifest has no task estimates "
+           "(recompile the engine with this tilec)\n";
+    return out;
+  }
+  out += fmt::format("\npredicted vs measured (tilec's {} cost model, manifest "
+                     "tasks.estimates):\n",
+                     s.costModel);
+  out += fmt::format("  step: predicted {:.2f} us, measured {:.1f} us "
+                     "(median): {}\n",
+                     s.predictedStepUs, s.stepUsMedian, ratioText(s.stepRatio));
+  out +=
+      fmt::format("  sum of task times: predicted {:.2f} us, measured "
+                  "{:.1f} us (median over steps): {} overall\n",
+                  s.predictedTaskUs, s.measuredTaskUs, ratioText(s.taskRatio));
+  out += "  worst tasks (measured / predicted, furthest from the overall "
+         "ratio):\n";
+  for (const ProfileOutlier &o : s.outliers)
+    out += fmt::format("    SM {} task {}: {} ({}): predicted {:.3f} us, "
+                       "measured {:.3f} us: {} ({:.2f}x the overall)\n",
+                       o.sm, o.index, o.op, o.family, o.predictedUs,
+                       o.measuredUs, ratioText(o.ratio), o.ratio / s.taskRatio);
+  return out;
+}
+
+nlohmann::json profileSummaryJson(const ProfileSummary &s) {
+  using nlohmann::json;
+  auto rowJson = [&](const ProfileRow &r) {
+    json j = {{"name", r.name},
+              {"tasks", r.tasks},
+              {"runs", r.runs},
+              {"total_us", r.totalUs},
+              {"mean_us", r.meanUs},
+              {"us_per_step", r.stepUs},
+              {"bytes_per_step", r.bytes},
+              {"gbps", r.gbps}};
+    if (!r.family.empty())
+      j["family"] = r.family;
+    if (s.predicted) {
+      j["predicted_us_per_step"] = r.predictedUs;
+      j["measured_over_predicted"] = r.ratio;
+    }
+    return j;
+  };
+  json families = json::array(), ops = json::array(), sms = json::array(),
+       outliers = json::array();
+  for (const ProfileRow &r : s.families)
+    families.push_back(rowJson(r));
+  for (const ProfileRow &r : s.ops)
+    ops.push_back(rowJson(r));
+  for (const ProfileSm &p : s.sms)
+    sms.push_back({{"sm", p.sm},
+                   {"tasks", p.tasks},
+                   {"busy_us", p.busyUs},
+                   {"idle_fraction", p.idleFraction}});
+  for (const ProfileOutlier &o : s.outliers)
+    outliers.push_back({{"sm", o.sm},
+                        {"task", o.index},
+                        {"op", o.op},
+                        {"family", o.family},
+                        {"predicted_us", o.predictedUs},
+                        {"measured_us", o.measuredUs},
+                        {"measured_over_predicted", o.ratio}});
+  json j = {{"engine", s.source.engine},
+            {"executor", s.source.executor},
+            {"device", s.source.device},
+            {"clock", s.source.clock},
+            {"steps", s.steps},
+            {"tasks_per_step", s.tasksPerStep},
+            {"stamped_per_step", s.stampedPerStep},
+            {"step_us",
+             {{"median", s.stepUsMedian},
+              {"min", s.stepUsMin},
+              {"max", s.stepUsMax}}},
+            {"bytes_per_step", s.bytesPerStep},
+            {"step_gbps", s.stepGbps},
+            {"bytes_note", s.bytesNote},
+            {"families", families},
+            {"ops", ops},
+            {"idle",
+             {{"role", "compute"},
+              {"recorded_roles", json::array({"compute"})},
+              {"mean", s.idleMean},
+              {"min", s.idleMin},
+              {"max", s.idleMax},
+              {"sms_without_tasks", s.emptySms},
+              {"note", s.idleNote},
+              {"per_sm", sms}}}};
+  if (s.predicted)
+    j["predicted"] = {{"cost_model", s.costModel},
+                      {"step_us", s.predictedStepUs},
+                      {"step_measured_over_predicted", s.stepRatio},
+                      {"task_us", s.predictedTaskUs},
+                      {"measured_task_us", s.measuredTaskUs},
+                      {"task_measured_over_predicted", s.taskRatio},
+                      {"outliers", outliers}};
+  else
+    j["predicted"] = nullptr;
+  return j;
+}
+
+} // namespace tilec

@@ -1,0 +1,388 @@
+//===- ProfileTest.cpp - Traces, profile summaries, timelines, estimates --===//
+//
+// runtime/engine/Profile.h and Timeline.h on hand-made manifests and traces
+// whose answers are known (time per family, idle per SM, predicted against
+// measured, the outlier), and the host executor's per-task stamps on a whole
+// model engine.
+//
+//===----------------------------------------------------------------------===//
+#include "HostEngineBuilder.h"
+
+#include "models/core/Config.h"
+#include "models/core/Error.h"
+#include "runtime/engine/Profile.h"
+#include "runtime/engine/Timeline.h"
+#include "runtime/host/HostExecutor.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <unistd.h>
+
+using namespace tilec;
+using namespace tilec::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+TilecTask makeTask(TilecTaskFamily family, int64_t op) {
+  TilecTask t;
+  for (long long &w : t.w)
+    w = -1;
+  t.w[TILEC_W_FAMILY] = family;
+  t.w[TILEC_W_OP] = op;
+  t.w[TILEC_W_INSTANCE] = 0;
+  return t;
+}
+
+/// Three SMs: SM 0 runs two linear tasks of op "q" then an attention task,
+/// SM 1 one linear task of "q", SM 2 nothing. Predictions: 1 us per linear
+/// task, 2 us for the attention; bytes 1000 per linear task, 500 for the
+/// attention.
+EngineManifest smallManifest() {
+  EngineManifest m;
+  m.modelName = "hand";
+  m.sms = 3;
+  m.ops = {"q", "attn"};
+  m.smTasks = {{makeTask(TILEC_TASK_LINEAR, 0), makeTask(TILEC_TASK_LINEAR, 0),
+                makeTask(TILEC_TASK_ATTENTION, 1)},
+               {makeTask(TILEC_TASK_LINEAR, 0)},
+               {}};
+  m.smEstimates = {
+      {{0, 1000, 1000, 10}, {1000, 2000, 1000, 10}, {2000, 4000, 500, 20}},
+      {{0, 1000, 1000, 10}},
+      {}};
+  m.costModel = "roofline";
+  m.predictedNs = 4000;
+  return m;
+}
+
+/// A trace of smallManifest: [3 SMs, 3 tasks, 2]; times in ns from `t0`.
+std::vector<uint64_t> smallTrace(uint64_t t0, uint64_t attention) {
+  std::vector<uint64_t> t(3 * 3 * 2, 0);
+  auto stamp = [&](int sm, int k, uint64_t b, uint64_t e) {
+    t[size_t((sm * 3 + k) * 2)] = t0 + b;
+    t[size_t((sm * 3 + k) * 2 + 1)] = t0 + e;
+  };
+  // SM 0: busy [0, 2000) and [3000, 3000 + attention); SM 1: [0, 1000).
+  stamp(0, 0, 0, 1000);
+  stamp(0, 1, 1000, 2000);
+  stamp(0, 2, 3000, 3000 + attention);
+  stamp(1, 0, 0, 1000);
+  return t;
+}
+
+TEST(Profile, TaskSpansSkipUnstampedTasksAndCheckTheLayout) {
+  EngineManifest m = smallManifest();
+  std::vector<uint64_t> trace = smallTrace(1000, 1000);
+  trace[(1 * 3 + 0) * 2] = 0;     // SM 1's task did not run
+  trace[(0 * 3 + 1) * 2 + 1] = 5; // SM 0 task 1: cut off (end < start)
+  std::vector<std::pair<int, int>> seen;
+  forEachTaskSpan(m, trace, [&](const TaskSpan &s) {
+    seen.push_back({s.sm, s.index});
+    EXPECT_EQ(s.task, &m.smTasks[size_t(s.sm)][size_t(s.index)]);
+  });
+  EXPECT_EQ(seen, (std::vector<std::pair<int, int>>{{0, 0}, {0, 2}}));
+  int none = 0;
+  forEachTaskSpan(m, {}, [&](const TaskSpan &) { ++none; });
+  EXPECT_EQ(none, 0);
+  trace.pop_back();
+  EXPECT_THROW(forEachTaskSpan(m, trace, [](const TaskSpan &) {}), Error);
+  // Room for 2 tasks per SM, but SM 0 has 3.
+  EXPECT_THROW(forEachTaskSpan(m, std::vector<uint64_t>(3 * 2 * 2, 1),
+                               [](const TaskSpan &) {}),
+               Error);
+}
+
+TEST(Profile, SummaryPerFamilyIdleAndPredictions) {
+  EngineManifest m = smallManifest();
+  // Two steps, far apart in time; the attention takes 1 us then 3 us.
+  std::vector<std::vector<uint64_t>> steps = {smallTrace(1000, 1000),
+                                              smallTrace(1000000, 3000)};
+  ProfileSource source{"dir", "gpu", "GPU 0", "GPU globaltimer"};
+  ProfileSummary s = summarizeProfile(m, steps, source);
+  EXPECT_EQ(s.steps, 2);
+  EXPECT_EQ(s.tasksPerStep, 4);
+  EXPECT_EQ(s.stampedPerStep, 4);
+  // Steps span 4 us and 6 us.
+  EXPECT_DOUBLE_EQ(s.stepUsMin, 4.0);
+  EXPECT_DOUBLE_EQ(s.stepUsMax, 6.0);
+  EXPECT_EQ(s.bytesPerStep, 3500);
+
+  ASSERT_EQ(s.families.size(), 2u);
+  const ProfileRow &lin =
+      s.families[0].name == "linear" ? s.families[0] : s.families[1];
+  const ProfileRow &att =
+      s.families[0].name == "linear" ? s.families[1] : s.families[0];
+  EXPECT_EQ(lin.tasks, 3);
+  EXPECT_EQ(lin.runs, 6);
+  EXPECT_DOUBLE_EQ(lin.totalUs, 6.0);
+  EXPECT_DOUBLE_EQ(lin.meanUs, 1.0);
+  EXPECT_DOUBLE_EQ(lin.stepUs, 3.0);
+  EXPECT_EQ(lin.bytes, 3000);
+  EXPECT_DOUBLE_EQ(lin.gbps, 1.0); // 1000 bytes per us
+  EXPECT_DOUBLE_EQ(lin.predictedUs, 3.0);
+  EXPECT_DOUBLE_EQ(lin.ratio, 1.0);
+  EXPECT_EQ(att.runs, 2);
+  EXPECT_DOUBLE_EQ(att.totalUs, 4.0);
+  EXPECT_DOUBLE_EQ(att.stepUs, 2.0);
+  EXPECT_DOUBLE_EQ(att.gbps, 0.25); // 2 x 500 bytes in 4 us
+  EXPECT_DOUBLE_EQ(att.ratio, 1.0);
+  // By time, largest first: the linears (6 us), then the attention (4 us).
+  EXPECT_EQ(s.families[0].name, "linear");
+  ASSERT_EQ(s.ops.size(), 2u);
+  EXPECT_EQ(s.ops[0].name, "q");
+  EXPECT_EQ(s.ops[0].family, "linear");
+  EXPECT_EQ(s.ops[1].name, "attn");
+
+  // Idle: SM 0 busy 3 of 4 us, then 5 of 6; SM 1 busy 1 of 4, then 1 of 6.
+  ASSERT_EQ(s.sms.size(), 2u);
+  EXPECT_EQ(s.emptySms, 1);
+  EXPECT_NEAR(s.sms[0].idleFraction, (0.25 + 1.0 / 6) / 2, 1e-12);
+  EXPECT_NEAR(s.sms[1].idleFraction, (0.75 + 5.0 / 6) / 2, 1e-12);
+  EXPECT_DOUBLE_EQ(s.sms[0].busyUs, 4.0);
+  EXPECT_NEAR(s.idleMean, (s.sms[0].idleFraction + s.sms[1].idleFraction) / 2,
+              1e-12);
+  EXPECT_DOUBLE_EQ(s.idleMin, s.sms[0].idleFraction);
+  EXPECT_DOUBLE_EQ(s.idleMax, s.sms[1].idleFraction);
+
+  // Predicted 4 us, measured median of {4, 6} (the upper one): 6 us.
+  ASSERT_TRUE(s.predicted);
+  EXPECT_EQ(s.costModel, "roofline");
+  EXPECT_DOUBLE_EQ(s.predictedStepUs, 4.0);
+  EXPECT_DOUBLE_EQ(s.stepRatio, 1.5);
+  // Task times summed per step: 4 us and 6 us, median 6 us.
+  EXPECT_DOUBLE_EQ(s.predictedTaskUs, 5.0);
+  EXPECT_DOUBLE_EQ(s.measuredTaskUs, 6.0);
+  EXPECT_DOUBLE_EQ(s.taskRatio, 1.2);
+  ASSERT_FALSE(s.outliers.empty());
+  // Every task is on the model's mark; none is further than the others,
+  // so the first is the first visited.
+  EXPECT_DOUBLE_EQ(s.outliers[0].ratio, 1.0);
+
+  std::string text = formatProfileSummary(s);
+  for (const char *want :
+       {"profile of dir on GPU 0", "times: GPU globaltimer\n",
+        "steps: 2 traced, 4 tasks each (4 stamped)",
+        "median 6.0 us, min 4.0 us, max 6.0 us", "bytes per step: 3.4 KiB",
+        "per task family", "per op (2 of 2, by time)", "1 SMs have none",
+        "compute warps only", "predicted vs measured (tilec's roofline",
+        "step: predicted 4.00 us, measured 6.0 us (median): 1.50x",
+        "worst tasks"})
+    EXPECT_NE(text.find(want), std::string::npos) << want << "\n" << text;
+
+  nlohmann::json j = profileSummaryJson(s);
+  EXPECT_EQ(j["executor"], "gpu");
+  EXPECT_EQ(j["families"].size(), 2u);
+  EXPECT_EQ(j["ops"][0]["name"], "q");
+  EXPECT_EQ(j["idle"]["per_sm"].size(), 2u);
+  EXPECT_EQ(j["idle"]["recorded_roles"], nlohmann::json::array({"compute"}));
+  EXPECT_DOUBLE_EQ(j["predicted"]["step_measured_over_predicted"].get<double>(),
+                   1.5);
+}
+
+TEST(Profile, OutliersAreFurthestFromTheOverallRatio) {
+  EngineManifest m = smallManifest();
+  // The linears twice as slow as predicted, the attention twice as fast:
+  // 7 us measured for 5 predicted, and the attention furthest from 1.4x.
+  std::vector<uint64_t> t(18, 0);
+  auto stamp = [&](int sm, int k, uint64_t b, uint64_t e) {
+    t[size_t((sm * 3 + k) * 2)] = 100 + b;
+    t[size_t((sm * 3 + k) * 2 + 1)] = 100 + e;
+  };
+  stamp(0, 0, 0, 2000);
+  stamp(0, 1, 2000, 4000);
+  stamp(0, 2, 4000, 5000);
+  stamp(1, 0, 0, 2000);
+  ProfileSummary s = summarizeProfile(m, {t}, {"dir", "gpu", "GPU", "clock"});
+  ASSERT_FALSE(s.outliers.empty());
+  EXPECT_EQ(s.outliers[0].op, "attn");
+  EXPECT_EQ(s.outliers[0].family, "attention");
+  EXPECT_EQ(s.outliers[0].sm, 0);
+  EXPECT_EQ(s.outliers[0].index, 2);
+  EXPECT_DOUBLE_EQ(s.outliers[0].ratio, 0.5);
+  EXPECT_DOUBLE_EQ(s.taskRatio, 7.0 / 5.0);
+  EXPECT_DOUBLE_EQ(s.outliers[1].ratio, 2.0);
+  EXPECT_LE(s.outliers.size(), 5u);
+}
+
+TEST(Profile, WithoutEstimatesOrStampsItSaysSo) {
+  EngineManifest m = smallManifest();
+  m.smEstimates.clear();
+  m.predictedNs = 0;
+  ProfileSummary s =
+      summarizeProfile(m, {smallTrace(5, 1000)}, {"d", "host", "CPU", "c"});
+  EXPECT_FALSE(s.predicted);
+  EXPECT_EQ(s.bytesPerStep, 0);
+  EXPECT_NE(s.bytesNote.find("no tasks.estimates"), std::string::npos);
+  EXPECT_NE(s.idleNote.find("not GPU idle"), std::string::npos);
+  EXPECT_NE(formatProfileSummary(s).find("the manifest has no task estimates"),
+            std::string::npos);
+  EXPECT_TRUE(profileSummaryJson(s)["predicted"].is_null());
+  try {
+    summarizeProfile(m, {std::vector<uint64_t>(18, 0)}, {});
+    ADD_FAILURE() << "a profile without stamps was summarized";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find("tracing on"), std::string::npos);
+  }
+  EXPECT_THROW(summarizeProfile(m, {}, {}), Error);
+  // Estimates out of shape with the task lists are not read.
+  m = smallManifest();
+  m.smEstimates[0].pop_back();
+  EXPECT_FALSE(
+      summarizeProfile(m, {smallTrace(5, 1000)}, {"d", "gpu", "GPU", "c"})
+          .predicted);
+}
+
+TEST(Profile, ChromeTraceHasARowPerSmAndASlicePerTask) {
+  EngineManifest m = smallManifest();
+  m.opPhases = {"verify", "draft"};
+  fs::path path =
+      fs::temp_directory_path() /
+      ("tilec-profile-trace-" + std::to_string(::getpid()) + ".json");
+  int64_t slices =
+      writeChromeTrace(m, {smallTrace(1000, 1000), smallTrace(9000, 1000)},
+                       path.string(), "GPU globaltimer");
+  EXPECT_EQ(slices, 8);
+  std::ifstream in(path);
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  ASSERT_FALSE(j.is_discarded());
+  int x = 0, threads = 0;
+  double lastAttention = -1;
+  for (const nlohmann::json &e : j["traceEvents"]) {
+    if (e["ph"] == "M" && e["name"] == "thread_name")
+      ++threads;
+    if (e["ph"] != "X")
+      continue;
+    ++x;
+    if (e["name"] == "attn") {
+      EXPECT_EQ(e["cat"], "attention");
+      EXPECT_EQ(e["tid"], 0);
+      EXPECT_EQ(e["args"]["phase"], "draft");
+      EXPECT_EQ(e["args"]["predicted_ns"], 2000);
+      EXPECT_EQ(e["args"]["bytes"], 500);
+      lastAttention = e["ts"].get<double>();
+    }
+  }
+  EXPECT_EQ(x, 8);
+  EXPECT_EQ(threads, 3);
+  // Relative to the first stamp: the second step's attention at 8 + 3 us.
+  EXPECT_DOUBLE_EQ(lastAttention, 11.0);
+  EXPECT_EQ(j["otherData"]["clock"], "GPU globaltimer");
+  fs::remove(path);
+  EXPECT_THROW(
+      writeChromeTrace(m, {smallTrace(1, 1)}, "/nonexistent/t.json", "c"),
+      Error);
+}
+
+TEST(Timeline, TasksInTheirFamilyColourIdleInGreyAndALegend) {
+  EngineManifest m = smallManifest();
+  TimelineOptions o;
+  o.width = 800;
+  o.title = "Test: 3 SMs";
+  TimelineLayout L;
+  RgbImage image = renderTimeline(m, smallTrace(1000, 1000), o, &L);
+  EXPECT_EQ(image.width, 800);
+  ASSERT_GT(L.plotWidth, 0);
+  auto at = [&](int sm, double us) {
+    double frac = us / (double(L.t1 - L.t0) / 1e3);
+    return image.get(L.plotX + int(frac * L.plotWidth),
+                     L.rowsY + sm * L.rowHeight + L.rowHeight / 2 - 1);
+  };
+  // The span is 4 us: SM 0 runs linears in [0, 2), idles in [2, 3), runs the
+  // attention in [3, 4); SM 1 runs a linear in [0, 1) then idles; SM 2 idles.
+  EXPECT_EQ(at(0, 0.5), familyColor(TILEC_TASK_LINEAR));
+  EXPECT_EQ(at(0, 1.5), familyColor(TILEC_TASK_LINEAR));
+  EXPECT_EQ(at(0, 2.5), kTimelineIdle);
+  EXPECT_EQ(at(0, 3.5), familyColor(TILEC_TASK_ATTENTION));
+  EXPECT_EQ(at(1, 0.5), familyColor(TILEC_TASK_LINEAR));
+  EXPECT_EQ(at(1, 2.0), kTimelineIdle);
+  EXPECT_EQ(at(2, 1.0), kTimelineIdle);
+  // The legend: a swatch for each family present, and idle's.
+  int linear = 0, attention = 0, idle = 0, router = 0;
+  for (int y = L.legendY; y < image.height; ++y)
+    for (int x = 0; x < image.width; ++x) {
+      uint32_t c = image.get(x, y);
+      linear += c == familyColor(TILEC_TASK_LINEAR);
+      attention += c == familyColor(TILEC_TASK_ATTENTION);
+      router += c == familyColor(TILEC_TASK_ROUTER_TOPK);
+      idle += c == kTimelineIdle;
+    }
+  EXPECT_EQ(linear, 80); // 10 x 8 swatches
+  EXPECT_EQ(attention, 80);
+  EXPECT_EQ(idle, 80);
+  EXPECT_EQ(router, 0);
+  // The title is drawn in black above the rows.
+  int ink = 0;
+  for (int y = 8; y < 15; ++y)
+    for (int x = 8; x < 8 + 6 * 11; ++x)
+      ink += image.get(x, y) == 0;
+  EXPECT_GT(ink, 40);
+  EXPECT_THROW(renderTimeline(m, std::vector<uint64_t>(18, 0)), Error);
+  // Every family has its own colour.
+  for (int a = 0; a < TILEC_TASK_FAMILY_COUNT; ++a)
+    for (int b = a + 1; b < TILEC_TASK_FAMILY_COUNT; ++b)
+      EXPECT_NE(familyColor(TilecTaskFamily(a)),
+                familyColor(TilecTaskFamily(b)));
+}
+
+TEST(HostTrace, EveryTaskStampedInItsListsOrderAfterWhatItWaitsFor) {
+  Model model = loadModel("tiny");
+  EngineManifest m = buildModelEngine(model, 1, 4);
+  HostOptions options;
+  options.trace = true;
+  options.checkEvents = false;
+  HostExecutor ex(m, WeightSourceSpec::synthetic(0), options);
+  std::vector<uint64_t> before = ex.readTrace(); // no step yet: no stamps
+  EXPECT_TRUE(std::all_of(before.begin(), before.end(),
+                          [](uint64_t v) { return v == 0; }));
+  std::vector<std::vector<uint64_t>> steps;
+  generateGreedy(ex, {1, 2, 3}, 3, nullptr,
+                 [&](int32_t) { steps.push_back(ex.readTrace()); });
+  ASSERT_EQ(steps.size(), 3u);
+  size_t room = 0;
+  for (const auto &list : m.smTasks)
+    room = std::max(room, list.size());
+  for (const std::vector<uint64_t> &trace : steps) {
+    ASSERT_EQ(trace.size(), m.smTasks.size() * room * 2);
+    int64_t stamped = 0;
+    // When each event's last signal came (its signallers' latest end).
+    std::map<int64_t, uint64_t> signalled;
+    forEachTaskSpan(m, trace, [&](const TaskSpan &s) {
+      ++stamped;
+      EXPECT_LE(s.begin, s.end);
+      if (s.index > 0) { // after the SM's previous task
+        EXPECT_GE(s.begin,
+                  trace[(size_t(s.sm) * room + size_t(s.index) - 1) * 2 + 1]);
+      }
+      int64_t e = s.task->w[TILEC_W_SIGNAL];
+      if (e >= 0)
+        signalled[e] = std::max(signalled[e], s.end);
+    });
+    EXPECT_EQ(stamped, m.taskCount());
+    forEachTaskSpan(m, trace, [&](const TaskSpan &s) {
+      for (int w : {TILEC_W_WAIT0, TILEC_W_WAIT1}) {
+        if (s.task->w[w] >= 0) {
+          EXPECT_GE(s.begin, signalled[s.task->w[w]])
+              << "SM " << s.sm << " task " << s.index;
+        }
+      }
+    });
+  }
+  ProfileSummary s = summarizeProfile(m, steps, {"d", "host", "CPU", "c"});
+  EXPECT_EQ(s.steps, 3);
+  EXPECT_EQ(s.stampedPerStep, m.taskCount());
+  EXPECT_GT(s.stepUsMedian, 0);
+
+  // Tracing off: no stamps.
+  HostExecutor quiet(m, WeightSourceSpec::synthetic(0), HostOptions());
+  quiet.generateGreedy({1, 2}, 1);
+  EXPECT_TRUE(quiet.readTrace().empty());
+}
+
+} // namespace
