@@ -15,6 +15,8 @@
 #   race    compute-sanitizer racecheck on the tiny engine
 #   ar      DFlash with the autoregressive drafter against the block drafter
 #   tinycheck  every tiny preset's engine against the CPU reference (64 steps)
+#   code    the trained pair (CODE_MODEL=dir): DFlash, AR drafter and plain, GPU
+#   profile tile-run profile of ps-dflash (trace, PNG, summary into $OUT/profile)
 #   sweep   every engine in ENGINES_DIR timed (nr-*: compared with the host executor)
 #
 # Usage: bench/gpu/run.sh ENGINES_DIR SECTION...
@@ -110,6 +112,28 @@ if want sweep; then
       >"$logs/run-$n.json" 2>"$logs/run-$n.log"
     row "$n (rc $?)" info "$(summ "$logs/run-$n.json")"
   done
+fi
+
+if want code; then
+  # The trained pair (tools/train/train_pair.py, its checkpoint in $CODE_MODEL):
+  # DFlash (block 8), the autoregressive drafter and plain greedy, from a text prompt.
+  for e in code-dflash code-ar code-plain; do
+    [ -d "$engines/$e" ] || continue
+    for l in megakernel; do
+      timeout 120 "$run" run "$engines/$e" --executor gpu --weights "$CODE_MODEL" \
+        --prompt "def fibonacci(n):" -n 128 --json --launch $l >"$logs/run-$e-$l.json" 2>"$logs/run-$e-$l.log"
+      row "$e $l (rc $?)" info "$(summ "$logs/run-$e-$l.json")"
+    done
+  done
+  timeout 120 "$run" run "$engines/code-dflash" --executor gpu --weights "$CODE_MODEL" \
+    --prompt "import os" -n 64 --check >"$logs/check-code.log" 2>&1
+  row "code-dflash --check (rc $?)" info "$(grep -o '[0-9]* of [0-9]* greedy tokens agree[^;]*' "$logs/check-code.log")"
+fi
+
+if want profile; then
+  timeout 120 "$run" profile "$engines/ps-dflash" -n 4 --out "$out/profile" --executor gpu \
+    >"$logs/profile-ps-dflash.txt" 2>&1
+  row "profile ps-dflash (rc $?)" info "$(head -3 "$logs/profile-ps-dflash.txt" | tr '\n' ' ' | cut -c1-160)"
 fi
 
 if want tinycheck; then

@@ -200,13 +200,6 @@ typedef struct TilecStepParams {
   unsigned long long *trace;            /* [sms, max tasks, 2] or null        */
   int *report;                          /* host-mapped hang/fault report      */
   unsigned long long watchdog_ns;       /* 0: no watchdog                     */
-  /* The task queue (null: every CTA runs its SM's list). CTAs take tasks in
-     the order order[0 .. total) (a topological order of every task) by
-     tickets: atomicAdd(ticket, 1) - step * (total + CTAs) < total. Trace
-     stamps and reports still name each task by its place in the lists. */
-  const int *order;
-  unsigned int *ticket;
-  int total;
 } TilecStepParams;
 
 /* The hang report the watchdog writes (ints of TilecStepParams::report). */

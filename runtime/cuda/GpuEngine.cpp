@@ -105,7 +105,7 @@ struct GpuEngine::Impl {
   CUevent start = nullptr, end = nullptr, done = nullptr;
 
   CUdeviceptr arena = 0, weights = 0, kv = 0, events = 0, signals = 0,
-              tasks = 0, smBegin = 0, trace = 0, groupTasks = 0, order = 0;
+              tasks = 0, smBegin = 0, trace = 0, groupTasks = 0;
   /// perOpLaunch: [first task, count] of each launch in groupTasks.
   std::vector<std::pair<int32_t, int32_t>> groups;
   int *report = nullptr; // pinned, mapped
@@ -362,16 +362,12 @@ void GpuEngine::Impl::allocate() {
   arena = alloc(m.arenaBytes, "activation arena");
   weights = alloc(m.weightBytes, "weight region");
   kv = alloc(m.kvBytes, "KV cache");
-  // The task queue's ticket counter follows the event counters (zeroed
-  // with them).
-  events = alloc(int64_t(m.events.size() + 1) * 8, "event counters");
+  events = alloc(int64_t(m.events.size()) * 8, "event counters");
   signals = alloc(int64_t(m.events.size()) * 4, "signals-per-step table");
   tasks = alloc(m.taskCount() * int64_t(sizeof(TilecTask)), "task table");
   smBegin = alloc((m.sms + 1) * 4, "per-SM task index");
   if (opt.trace)
     trace = alloc(m.sms * maxTasks * 16, "trace buffer");
-  if (opt.taskQueue)
-    order = alloc(std::max<int64_t>(1, m.taskCount()) * 4, "task queue order");
   if (opt.perOpLaunch)
     groupTasks =
         alloc(m.taskCount() * int64_t(sizeof(TilecTask)), "per-op task table");
@@ -415,15 +411,6 @@ void GpuEngine::Impl::uploadTables() {
   if (!perStep.empty())
     check(d->cuMemcpyHtoD(signals, perStep.data(), perStep.size() * 4),
           "uploading the signals-per-step table");
-  if (opt.taskQueue) {
-    std::vector<int32_t> queue;
-    queue.reserve(all.size());
-    for (const LaunchGroup &g : launchGroups(m))
-      queue.insert(queue.end(), g.indices.begin(), g.indices.end());
-    if (!queue.empty())
-      check(d->cuMemcpyHtoD(order, queue.data(), queue.size() * 4),
-            "uploading the task queue order");
-  }
   if (opt.perOpLaunch) {
     std::vector<TilecTask> grouped;
     grouped.reserve(all.size());
@@ -590,8 +577,8 @@ void GpuEngine::Impl::release() {
   d->cuCtxSetCurrent(ctx);
   if (stream)
     d->cuStreamSynchronize(stream);
-  for (CUdeviceptr p : {arena, weights, kv, events, signals, tasks, smBegin,
-                        trace, groupTasks, order})
+  for (CUdeviceptr p :
+       {arena, weights, kv, events, signals, tasks, smBegin, trace, groupTasks})
     if (p)
       d->cuMemFree(p);
   if (report)
@@ -610,8 +597,9 @@ void GpuEngine::Impl::release() {
 }
 
 void GpuEngine::Impl::resetEvents() {
-  check(d->cuMemsetD8Async(events, 0, (m.events.size() + 1) * 8, stream),
-        "resetting the event counters and the queue's tickets");
+  if (!m.events.empty())
+    check(d->cuMemsetD8Async(events, 0, m.events.size() * 8, stream),
+          "resetting the event counters");
   check(d->cuStreamSynchronize(stream), "resetting the event counters");
   step = 0;
 }
@@ -812,12 +800,6 @@ void GpuEngine::Impl::launchStep(const std::vector<Copy> &in,
   p.trace = s.trace ? reinterpret_cast<unsigned long long *>(s.trace) : nullptr;
   p.report = reinterpret_cast<int *>(s.reportDev);
   p.watchdog_ns = s.opt.watchdogMs * 1000000ull;
-  if (s.order) {
-    p.order = reinterpret_cast<const int *>(s.order);
-    p.ticket = reinterpret_cast<unsigned int *>(
-        s.events + CUdeviceptr(m.events.size() * 8));
-    p.total = int(m.taskCount());
-  }
   void *args[] = {&p};
 
   auto check = [&](CUresult r, const char *what) {

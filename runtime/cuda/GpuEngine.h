@@ -71,11 +71,6 @@ struct GpuEngineOptions {
   /// the same task bodies but no persistence, no sched/load warp roles and no
   /// prefetch across ops. Only for measuring what the megakernel gains.
   bool perOpLaunch = false;
-  /// The task queue (TilecStepParams::order): the persistent kernel's CTAs
-  /// take tasks from one queue in launchGroups' order, as they become free,
-  /// instead of each running its SM's list (the schedule's cost model then
-  /// only orders the tasks; the hardware balances them).
-  bool taskQueue = false;
   /// Extra NVRTC options (e.g. "-DTILEC_DEBUG").
   std::vector<std::string> nvrtcOptions;
   /// Size of each of the two pinned staging buffers of the weight upload.

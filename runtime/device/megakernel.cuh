@@ -51,13 +51,11 @@ namespace detail {
 /// Where task i (the SM's n-th) stamps its start (+1: its end). With
 /// TILEC_MAX_TASKS (the runtime defines it) TaskAbi.h's [sms, max tasks, 2];
 /// without, the task's index in the whole table.
-/// Task i's stamps: in SM sm's list (which starts at task `begin`).
-__device__ __forceinline__ u64 *trace_slot(const TilecStepParams &p, int sm,
-                                           int i, int begin) {
+__device__ __forceinline__ u64 *trace_slot(const TilecStepParams &p, int i,
+                                           int begin) {
 #ifdef TILEC_MAX_TASKS
-  return p.trace + (i64(sm) * TILEC_MAX_TASKS + (i - begin)) * 2;
+  return p.trace + (i64(blockIdx.x) * TILEC_MAX_TASKS + (i - begin)) * 2;
 #else
-  (void)sm;
   (void)begin;
   return p.trace + i64(i) * 2;
 #endif
@@ -91,153 +89,10 @@ __device__ __forceinline__ Ctx make_ctx(const TilecStepParams &p,
   return c;
 }
 
-/// The SM list holding task i (its place in the trace and in reports).
-__device__ __forceinline__ int planned_sm(const TilecStepParams &p, int i) {
-  int lo = 0, hi = int(gridDim.x); // sm_begin[lo] <= i < sm_begin[hi]
-  while (hi - lo > 1) {
-    const int mid = (lo + hi) / 2;
-    if (__ldg(&p.sm_begin[mid]) <= i)
-      lo = mid;
-    else
-      hi = mid;
-  }
-  return lo;
-}
-
-/// The task queue (TilecStepParams::order): each CTA's sched warp takes the
-/// next ticket, waits for that task's events and hands it to the compute
-/// warps, as with a list; the loader prefetches the task drawn next. Tickets
-/// are handed out in a topological order, so every task's producers were
-/// drawn before it by CTAs that run them: no wait can deadlock.
-template <typename Dispatch>
-__device__ __forceinline__ void run_queue(const TilecStepParams &p) {
-  extern __shared__ __align__(128) unsigned char tilec_dynamic_smem[];
-  __shared__ TilecTask s_task[2];
-  __shared__ int s_index[4]; // task of the CTA's n-th ticket, n mod 4
-  __shared__ int s_abort, s_end, s_drawn, s_ready, s_started;
-  if (threadIdx.x == 0) {
-    s_abort = 0;
-    s_end = 0;
-    s_drawn = -1;
-    s_ready = -1;
-    s_started = -1;
-  }
-  __syncthreads();
-  const int warp = int(threadIdx.x) >> 5, lane = lane_id();
-  const u64 base = p.step * u64(p.total + int(gridDim.x));
-
-  if (warp == kSchedWarp) {
-    Ctx ctx = make_ctx(p, tilec_dynamic_smem, false);
-    for (int n = 0;; ++n) {
-      int i = -1;
-      if (lane == 0) {
-        // Tickets of this step: [base, base + total + CTAs), mod 2^32.
-        const unsigned t = atomicAdd(p.ticket, 1u) - unsigned(base);
-        i = t < unsigned(p.total) ? __ldg(&p.order[t]) : -1;
-        s_index[n & 3] = i;
-        st_flag(&s_drawn, n);
-      }
-      i = __shfl_sync(0xffffffffu, i, 0);
-      if (i < 0) {
-        if (lane == 0)
-          st_flag(&s_end, 1);
-        named_barrier(kBarGo, 32 + kComputeThreads);
-        return;
-      }
-      TilecTask &slot = s_task[n & 1];
-      if (lane < TILEC_TASK_WORDS)
-        slot.w[lane] = __ldg(&p.tasks[i].w[lane]);
-      __syncwarp();
-      int ok = 1;
-      if (lane == 0) {
-        ctx.sm = planned_sm(p, i);
-        ctx.task = i - __ldg(&p.sm_begin[ctx.sm]);
-        ctx.op = slot.w[TILEC_W_OP];
-#pragma unroll
-        for (int k = 0; k < 2; ++k) {
-          const i64 e = slot.w[TILEC_W_WAIT0 + 2 * k];
-          if (ok && e >= 0)
-            ok = wait_event(ctx, int(e),
-                            p.step * u64(p.signals_per_step[e]) +
-                                u64(slot.w[TILEC_W_COUNT0 + 2 * k]));
-        }
-        if (ok)
-          st_flag(&s_ready, n);
-        else
-          st_flag(&s_abort, 1);
-      }
-      ok = __shfl_sync(0xffffffffu, ok, 0);
-      named_barrier(kBarGo, 32 + kComputeThreads);
-      if (!ok)
-        return;
-      if (lane == 0) {
-        st_flag(&s_started, n);
-        if (p.trace)
-          trace_slot(p, ctx.sm, i, __ldg(&p.sm_begin[ctx.sm]))[0] =
-              globaltimer();
-      }
-    }
-  } else if (warp == kLoadWarp) {
-    const Ctx ctx0 = make_ctx(p, tilec_dynamic_smem, true);
-    for (int n = 0;; ++n) {
-      // Task n is drawn while task n - 1 runs: prefetch it meanwhile.
-      while (ld_flag(&s_drawn) < n) {
-        if (ld_flag(&s_abort) || ld_flag(&s_end))
-          return;
-        __nanosleep(100);
-      }
-      // Behind by more than the ring holds (a long prefetch): skip ahead.
-      n = cmax(n, ld_flag(&s_drawn) - 2);
-      const int i = *reinterpret_cast<volatile int *>(&s_index[n & 3]);
-      if (i < 0)
-        return;
-      const TilecTask &t = p.tasks[i];
-      const i64 family = __ldg(&t.w[TILEC_W_FAMILY]);
-      if (family == TILEC_TASK_MOE_GATE_UP || family == TILEC_TASK_MOE_DOWN) {
-        while (ld_flag(&s_ready) < n) {
-          if (ld_flag(&s_abort))
-            return;
-          __nanosleep(100);
-        }
-        asm volatile("fence.acq_rel.cta;" ::: "memory");
-      } else if (family != TILEC_TASK_LINEAR) {
-        continue;
-      }
-      Ctx ctx = ctx0;
-      Dispatch::run(__ldg(&t.w[TILEC_W_INSTANCE]), t, ctx);
-    }
-  } else {
-    Ctx ctx = make_ctx(p, tilec_dynamic_smem, false);
-    for (int n = 0;; ++n) {
-      named_barrier(kBarGo, 32 + kComputeThreads);
-      if (ld_flag(&s_abort) || ld_flag(&s_end))
-        return;
-      const TilecTask &t = s_task[n & 1];
-      const int i = *reinterpret_cast<volatile int *>(&s_index[n & 3]);
-      ctx.op = t.w[TILEC_W_OP];
-      const i64 e = t.w[TILEC_W_SIGNAL];
-      Dispatch::run(t.w[TILEC_W_INSTANCE], t, ctx);
-      compute_sync();
-      if (compute_tid() == 0) {
-        if (e >= 0)
-          signal_event(ctx, int(e));
-        if (p.trace) {
-          const int sm = planned_sm(p, i);
-          trace_slot(p, sm, i, __ldg(&p.sm_begin[sm]))[1] = globaltimer();
-        }
-      }
-    }
-  }
-}
-
 } // namespace detail
 
 template <typename Dispatch>
 __device__ __forceinline__ void run_megakernel(const TilecStepParams &p) {
-  if (p.order) {
-    detail::run_queue<Dispatch>(p);
-    return;
-  }
   extern __shared__ __align__(128) unsigned char tilec_dynamic_smem[];
   __shared__ TilecTask s_task[2]; // double-buffered: sched fills, compute reads
   __shared__ int s_abort;         // set by sched: the kernel is stopping
@@ -286,7 +141,7 @@ __device__ __forceinline__ void run_megakernel(const TilecStepParams &p) {
       if (lane == 0) {
         detail::st_flag(&s_started, i);
         if (p.trace)
-          detail::trace_slot(p, int(blockIdx.x), i, begin)[0] = globaltimer();
+          detail::trace_slot(p, i, begin)[0] = globaltimer();
       }
     }
   } else if (warp == kLoadWarp) {
@@ -332,7 +187,7 @@ __device__ __forceinline__ void run_megakernel(const TilecStepParams &p) {
         if (e >= 0)
           signal_event(ctx, int(e));
         if (p.trace)
-          detail::trace_slot(p, int(blockIdx.x), i, begin)[1] = globaltimer();
+          detail::trace_slot(p, i, begin)[1] = globaltimer();
       }
     }
   }

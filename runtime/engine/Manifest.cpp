@@ -65,17 +65,15 @@ std::vector<LaunchGroup> launchGroups(const EngineManifest &m) {
                                 : (op >= 0 && op < int64_t(m.ops.size())
                                        ? m.ops[size_t(op)]
                                        : "op " + std::to_string(op));
-      groups.push_back({std::move(name), {}, {}});
+      groups.push_back({std::move(name), {}});
       waitsOf.emplace_back();
     }
     return slot;
   };
-  int32_t index = 0;
   for (const auto &list : m.smTasks)
     for (const TilecTask &t : list) {
       int64_t g = groupFor(t);
       groups[size_t(g)].tasks.push_back(t);
-      groups[size_t(g)].indices.push_back(index++);
       for (int k = 0; k < 2; ++k) {
         const int64_t e = t.w[TILEC_W_WAIT0 + 2 * k];
         if (e < 0)

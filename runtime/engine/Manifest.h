@@ -142,8 +142,6 @@ const char *familyName(TilecTaskFamily family);
 struct LaunchGroup {
   std::string name; // the event's name, or the op's
   std::vector<TilecTask> tasks;
-  /// Each task's index in the per-SM lists laid end to end (SM 0's first).
-  std::vector<int32_t> indices;
 };
 /// Every task in launch groups, ordered so that each group comes after the
 /// groups whose events its tasks wait on (ties: first appearance in the per-SM

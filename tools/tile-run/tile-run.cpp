@@ -218,7 +218,6 @@ ExecutorChoice executorChoice(const RunOptions &o) {
   choice.gpu.useCache = !o.noCache;
   choice.gpu.trace = o.trace || !o.traceOut.empty();
   choice.gpu.perOpLaunch = o.launch == "per-op";
-  choice.gpu.taskQueue = o.launch == "queue";
   return choice;
 }
 
@@ -541,8 +540,7 @@ int runEngine(const RunOptions &o) {
         "tile-run: {} time, median over decode steps: {:.3f} ms\n",
         o.launch == "per-op"
             ? fmt::format("one-kernel-per-op ({} launches per step)", launches)
-        : o.launch == "queue" ? std::string("tilec_step kernel (task queue)")
-                              : std::string("tilec_step kernel"),
+            : std::string("tilec_step kernel"),
         kernelMs);
   if (!phases.us.empty())
     std::cerr << fmt::format(
@@ -1104,12 +1102,10 @@ int main(int argc, char **argv) {
                 "GPU, DFlash engines: per-task time stamps; report how long "
                 "the verify, context, accept and draft parts of a step span");
   run->add_option("--launch", runOptions.launch,
-                  "GPU executor: megakernel (one persistent launch per step, "
-                  "each CTA runs its SM's task list), queue (the same kernel; "
-                  "CTAs take tasks from one queue in dependency order as they "
-                  "become free) or per-op (the baseline: one launch per op, "
-                  "same task bodies, no persistence or cross-op prefetch)")
-      ->check(CLI::IsMember({"megakernel", "queue", "per-op"}));
+                  "GPU executor: megakernel (one persistent launch per step) "
+                  "or per-op (the baseline: one launch per op, same task "
+                  "bodies, no persistence or cross-op prefetch)")
+      ->check(CLI::IsMember({"megakernel", "per-op"}));
   run->add_option("--trace-out", runOptions.traceOut,
                   "GPU: write the last step's per-task stamps as a Chrome / "
                   "Perfetto trace (JSON, one row per SM)");
