@@ -119,11 +119,9 @@ if want code; then
   # DFlash (block 8), the autoregressive drafter and plain greedy, from a text prompt.
   for e in code-dflash code-ar code-plain; do
     [ -d "$engines/$e" ] || continue
-    for l in megakernel; do
-      timeout 120 "$run" run "$engines/$e" --executor gpu --weights "$CODE_MODEL" \
-        --prompt "def fibonacci(n):" -n 128 --json --launch $l >"$logs/run-$e-$l.json" 2>"$logs/run-$e-$l.log"
-      row "$e $l (rc $?)" info "$(summ "$logs/run-$e-$l.json")"
-    done
+    timeout 120 "$run" run "$engines/$e" --executor gpu --weights "$CODE_MODEL" \
+      --prompt "def fibonacci(n):" -n 128 --json >"$logs/run-$e.json" 2>"$logs/run-$e.log"
+    row "$e (rc $?)" info "$(summ "$logs/run-$e.json")"
   done
   timeout 120 "$run" run "$engines/code-dflash" --executor gpu --weights "$CODE_MODEL" \
     --prompt "import os" -n 64 --check >"$logs/check-code.log" 2>&1

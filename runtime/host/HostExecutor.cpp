@@ -84,7 +84,6 @@ float f32FromWord(int64_t word) {
   return f;
 }
 
-
 /// Sequential f32 dot product (the order ref::linear uses).
 float dot(const float *a, const float *b, int64_t n) {
   float sum = 0;
@@ -456,9 +455,10 @@ void runEmbed(TaskRun &r) {
   }
 }
 
-/// RoPE of one head's rows (docs/engine.md ROPE_STORE), as ref::rope.
-void ropeHead(const float *y, float *out, int64_t headDim, int64_t rotaryDim,
-              float theta, int64_t position) {
+/// RoPE of one head's rotary rows [0, rotaryDim) (docs/engine.md ROPE_STORE),
+/// as ref::rope; it writes only those rows of out.
+void ropeHead(const float *y, float *out, int64_t rotaryDim, float theta,
+              int64_t position) {
   int64_t half = rotaryDim / 2;
   for (int64_t d = 0; d < half; ++d) {
     float inv = 1.0f / std::pow(theta, float(2 * d) / float(rotaryDim));
@@ -468,8 +468,6 @@ void ropeHead(const float *y, float *out, int64_t headDim, int64_t rotaryDim,
     out[d] = x1 * c - x2 * s;
     out[d + half] = x2 * c + x1 * s;
   }
-  for (int64_t d = 2 * half; d < headDim; ++d)
-    out[d] = y[d];
 }
 
 void runLinear(TaskRun &r) {
@@ -623,7 +621,7 @@ void runLinear(TaskRun &r) {
     // Each head starting in the task: its rotary rows (all in the task).
     for (int64_t h0 = (n0 + headDim - 1) / headDim * headDim;
          rotary > 0 && h0 < n1; h0 += headDim)
-      ropeHead(yt + (h0 - n0), &res[size_t(h0 - n0)], rotary, rotary,
+      ropeHead(yt + (h0 - n0), &res[size_t(h0 - n0)], rotary,
                r.argF32(TILEC_LIN_THETA), pos[size_t(t)]);
     if (epilogue == TILEC_EPI_ROPE_STORE) {
       r.storeBf16(kArena, out + 2 * (t * N + n0), res.data(), rows, "q");
