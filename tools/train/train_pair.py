@@ -184,14 +184,30 @@ def corpus_files(root):
     return out
 
 
-def split_corpus(roots, heldout_percent, max_files=0):
-    """Train and held-out (relpath, text) lists of the .py files under the roots."""
+def split_corpus(roots, heldout_percent, max_files=0, max_mb=0):
+    """Train and held-out (relpath, text) lists of the .py files under the roots.
+    Identical files (vendored copies) count once; with max_mb, files are taken in
+    sha1(relpath) order (a fixed pseudo-random mix of the roots) until that many MB."""
     roots = [roots] if isinstance(roots, str) else roots
-    files = [f for root in roots for f in corpus_files(root)]
+    files, seen = [], set()
+    for root in roots:
+        for rel, text in corpus_files(root):
+            digest = hashlib.sha1(text.encode()).digest()
+            if digest not in seen:
+                seen.add(digest)
+                files.append((rel, text))
     if not files:
         sys.exit(f"train_pair.py: no .py files under {roots}")
     if max_files:
         files = files[:max_files]
+    if max_mb:
+        chosen, total = [], 0
+        for f in sorted(files, key=lambda f: hashlib.sha1(f[0].encode()).digest()):
+            if total >= max_mb * 1e6:
+                break
+            chosen.append(f)
+            total += len(f[1].encode())
+        files = sorted(chosen)
     train = [(p, t) for p, t in files if not is_heldout(p, heldout_percent)]
     held = [(p, t) for p, t in files if is_heldout(p, heldout_percent)]
     if not held or not train:
@@ -271,6 +287,37 @@ def new_target(cfg, device):
     model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = None
     return model
+
+
+def pick_experts_impl(s, vocab, impl, device, gen):
+    """(config, fresh target) with the experts implementation `impl`; "auto" takes
+    grouped_mm when one forward and backward of it run and match eager's logits (same
+    initial weights), else eager."""
+    if impl != "auto":
+        cfg = target_config(s, vocab, impl)
+        return cfg, new_target(cfg, device)
+    cfg = target_config(s, vocab, "eager")
+    eager = new_target(cfg, device)
+    try:
+        gcfg = target_config(s, vocab, "grouped_mm")
+        grouped = new_target(gcfg, device)
+        grouped.load_state_dict(eager.state_dict())
+        x = torch.randint(0, vocab, (2, 64), generator=gen).to(device)
+        with torch.no_grad(), autocast(device):
+            want = eager(input_ids=x).logits.float()
+        with autocast(device):
+            got = grouped(input_ids=x).logits.float()
+        got.square().mean().backward()
+        grouped.zero_grad(set_to_none=True)
+        err = (got.detach() - want).abs().max().item()
+        if err <= 0.05 * max(want.abs().max().item(), 1e-6):
+            log(f"experts: grouped_mm (max logit difference to eager {err:.2e})")
+            del eager
+            return gcfg, grouped
+        log(f"experts: eager (grouped_mm's logits differ by {err:.2e})")
+    except Exception as e:  # noqa: BLE001 - any failure means: use eager
+        log(f"experts: eager (grouped_mm failed: {type(e).__name__}: {e})")
+    return cfg, eager
 
 
 def count_params(module):
@@ -1191,6 +1238,10 @@ def parse_args(argv=None):
     ap.add_argument("--heldout-percent", type=int, default=5,
                     help="files whose sha1(relative path)[0] %% 100 is below this are held out")
     ap.add_argument("--max-files", type=int, default=0, help="use only the first N files")
+    ap.add_argument("--corpus-mb", type=float, default=0,
+                    help="use at most this many MB of files (a fixed mix of the roots)")
+    ap.add_argument("--moe-intermediate", type=int, default=None,
+                    help="expert intermediate size (multiple of 32)")
     ap.add_argument("--vocab", type=int, default=None, help="tokenizer vocabulary size")
     ap.add_argument("--tokenizer-bytes", type=int, default=12_000_000,
                     help="train the tokenizer on at most this many bytes of train files")
@@ -1216,7 +1267,8 @@ def parse_args(argv=None):
     ap.add_argument("--drafter-gamma", type=float, default=4.0,
                     help="DFlash loss decay: slot k weighs exp(-(k-1)/gamma)")
     ap.add_argument("--experts-impl", default="eager",
-                    help="transformers experts implementation (eager, grouped_mm, ...)")
+                    help="transformers experts implementation (eager, grouped_mm, ...; "
+                         "auto: grouped_mm if it works and matches eager)")
     ap.add_argument("--literal-checks", type=int, default=2,
                     help="prompts on which the DFlash simulation is checked against the "
                          "step-by-step loop")
@@ -1244,6 +1296,8 @@ def main(argv=None):
         s.vocab = args.vocab
     if args.hidden:
         s.hidden = args.hidden
+    if args.moe_intermediate:
+        s.moe_intermediate = args.moe_intermediate
     for name, field in (("batch", "batch"), ("drafter_batch", "d_batch"),
                         ("pool_seqs", "pool_seqs"), ("eval_prompts", "eval_prompts")):
         if getattr(args, name):
@@ -1266,7 +1320,8 @@ def main(argv=None):
 
     # 1-2. Corpus and tokenizer.
     t = time.time()
-    train_files, held_files = split_corpus(args.corpus, args.heldout_percent, args.max_files)
+    train_files, held_files = split_corpus(args.corpus, args.heldout_percent, args.max_files,
+                                          args.corpus_mb)
     tok, tok_bytes = train_tokenizer([x for _, x in train_files], s.vocab, args.tokenizer_bytes)
     vocab = tok.get_vocab_size()
     tok.save(os.path.join(args.out, "tokenizer.json"), pretty=False)
@@ -1283,8 +1338,7 @@ def main(argv=None):
         f"tokens); vocab {vocab}, mask id {mask_id}")
 
     # 3. Target.
-    cfg = target_config(s, vocab, args.experts_impl)
-    target = new_target(cfg, device)
+    cfg, target = pick_experts_impl(s, vocab, args.experts_impl, device, gen)
     target_params = count_params(target)
     log(f"target: {target_params / 1e6:.2f} M parameters, layers {list(s.layer_types)}")
     target_stats = train_target(target, train_stream, s, args, device, gen)
