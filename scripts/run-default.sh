@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 bin=${TILEC_BUILD_DIR:-build}/bin
 out=${TILEC_BUILD_DIR:-build}/default-model
-# The default model: the trained pair in tests/fixtures/code-pair (a 5.1M-parameter
+# The default model: the trained pair in tests/fixtures/code-pair (a 9.9M-parameter
 # MiMo-V2-shaped target and its DFlash drafter trained on Python code by
 # tools/train/train_pair.py; MXFP4 experts, FP8 attention, a byte-level BPE
 # tokenizer), so the tokens decode to code. TILEC_MODEL names another model dir or
