@@ -18,6 +18,9 @@
 #   code    the trained pair (CODE_MODEL=dir): DFlash, AR drafter and plain, GPU
 #   profile tile-run profile of ps-dflash (trace, PNG, summary into $OUT/profile)
 #   sweep   every engine in ENGINES_DIR timed (nr-*: compared with the host executor)
+#   bench   tile-run bench: HBM copy bandwidth, then p-tiny, d-tiny, ps-plain,
+#           ps-plain8, ps-dflash (oracle drafts) in both launch modes (table in
+#           $OUT/bench.txt; the torch section adds flash4l's)
 #
 # Usage: bench/gpu/run.sh ENGINES_DIR SECTION...
 set -uo pipefail
@@ -134,6 +137,16 @@ if want profile; then
   row "profile ps-dflash (rc $?)" info "$(head -3 "$logs/profile-ps-dflash.txt" | tr '\n' ' ' | cut -c1-160)"
 fi
 
+if want bench; then
+  list=()
+  for e in p-tiny d-tiny ps-plain ps-plain8 ps-dflash; do
+    [ -d "$engines/$e" ] && list+=("$engines/$e")
+  done
+  timeout 400 "$run" bench "${list[@]}" --oracle-draft --prompt-ids $prompt -n 64 \
+    >"$out/bench.txt" 2>"$logs/bench.log"
+  row "tile-run bench (rc $?)" info "$(grep -c '%$' "$out/bench.txt") rows, $(grep -o 'HBM bandwidth.*GB/s (' "$out/bench.txt")"
+fi
+
 if want tinycheck; then
   # Every tiny preset (synthetic weights) on the GPU against the CPU reference:
   # greedy tokens over 64 steps and the teacher-forced logits.
@@ -233,6 +246,9 @@ if want torch; then
       -n 64 --json --launch $l >"$logs/run-flash4l-$l.json" 2>"$logs/run-flash4l-$l.log"
     row "flash4l $l (rc $?)" info "$(summ "$logs/run-flash4l-$l.json")"
   done
+  timeout 200 "$run" bench "$engines/flash4l" --weights $weights --prompt-ids $prompt -n 64 \
+    >>"$out/bench.txt" 2>>"$logs/bench.log"
+  row "tile-run bench flash4l (rc $?)" info "$(tail -2 "$out/bench.txt" | head -1 | cut -c1-150)"
   python3 - "$logs/torch-flash4l.json" "$logs/run-flash4l-megakernel.json" <<'PY' >"$logs/agree.txt" 2>&1
 import json, sys
 t = json.load(open(sys.argv[1]))["modes"]["eager"]["tokens"]

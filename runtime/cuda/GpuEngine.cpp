@@ -76,6 +76,76 @@ GpuDeviceInfo queryDevice(CudaDriver &d, int ordinal) {
 
 } // namespace
 
+CopyBandwidth measureCopyBandwidth(int ordinal, int64_t bytes, int reps,
+                                   int trials) {
+  if (bytes < (int64_t(1) << 20) || reps < 1 || trials < 1)
+    fail("HBM bandwidth: copy at least 1 MiB, at least once (got {} bytes, "
+         "{} reps, {} trials)",
+         bytes, reps, trials);
+  CudaDriver &d = driverOrFail("measuring HBM bandwidth");
+  CopyBandwidth out;
+  out.device = queryDevice(d, ordinal);
+  out.bytes = bytes;
+  out.reps = reps;
+  out.trials = trials;
+  if (2 * bytes > out.device.freeMemory)
+    fail("HBM bandwidth: two buffers of {} do not fit in GPU {}'s free {}",
+         formatBytes(bytes), ordinal, formatBytes(out.device.freeMemory));
+  CUdevice device = 0;
+  d.check(d.cuDeviceGet(&device, ordinal), "cuDeviceGet");
+  CUcontext ctx = nullptr;
+  d.check(d.cuDevicePrimaryCtxRetain(&ctx, device),
+          fmt::format("creating a CUDA context on GPU {}", ordinal));
+  CUdeviceptr a = 0, b = 0;
+  CUstream stream = nullptr;
+  CUevent start = nullptr, end = nullptr;
+  // Frees everything on every path (errors throw).
+  struct Cleanup {
+    CudaDriver &d;
+    CUdevice device;
+    CUdeviceptr &a, &b;
+    CUstream &stream;
+    CUevent &start, &end;
+    ~Cleanup() {
+      if (stream)
+        d.cuStreamSynchronize(stream);
+      for (CUdeviceptr p : {a, b})
+        if (p)
+          d.cuMemFree(p);
+      for (CUevent e : {start, end})
+        if (e)
+          d.cuEventDestroy(e);
+      if (stream)
+        d.cuStreamDestroy(stream);
+      d.cuDevicePrimaryCtxRelease(device);
+    }
+  } cleanup{d, device, a, b, stream, start, end};
+  d.check(d.cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
+  d.check(d.cuMemAlloc(&a, size_t(bytes)), "HBM bandwidth: cuMemAlloc");
+  d.check(d.cuMemAlloc(&b, size_t(bytes)), "HBM bandwidth: cuMemAlloc");
+  d.check(d.cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+  d.check(d.cuEventCreate(&start, CU_EVENT_DEFAULT), "cuEventCreate");
+  d.check(d.cuEventCreate(&end, CU_EVENT_DEFAULT), "cuEventCreate");
+  d.check(d.cuMemsetD8Async(a, 1, size_t(bytes), stream), "cuMemsetD8Async");
+  for (int trial = -1; trial < trials; ++trial) { // trial -1: warm-up
+    d.check(d.cuEventRecord(start, stream), "cuEventRecord");
+    for (int r = 0; r < reps; ++r)
+      d.check(d.cuMemcpyDtoDAsync(r % 2 ? a : b, r % 2 ? b : a, size_t(bytes),
+                                  stream),
+              "HBM bandwidth: cuMemcpyDtoDAsync");
+    d.check(d.cuEventRecord(end, stream), "cuEventRecord");
+    d.check(d.cuEventSynchronize(end), "cuEventSynchronize");
+    float ms = 0;
+    d.check(d.cuEventElapsedTime(&ms, start, end), "cuEventElapsedTime");
+    if (trial < 0 || ms <= 0)
+      continue;
+    double gbps = 2.0 * double(bytes) * reps / (double(ms) * 1e6);
+    out.trialsGbps.push_back(gbps);
+    out.gbps = std::max(out.gbps, gbps);
+  }
+  return out;
+}
+
 std::vector<GpuDeviceInfo> listGpus() {
   CudaDriver &d = driverOrFail("listing GPUs");
   std::vector<GpuDeviceInfo> out;

@@ -44,6 +44,21 @@ struct GpuDeviceInfo {
 /// Every GPU the driver sees (throws tilec::Error when there is no driver).
 std::vector<GpuDeviceInfo> listGpus();
 
+/// The HBM bandwidth a device-to-device copy reaches on GPU `device`: `bytes`
+/// copied between two buffers `reps` times per trial (CUDA events around the
+/// copies), best of `trials` after one warm-up; the bytes moved count the read
+/// and the write (2 x bytes per copy), as bandwidth figures of HBM do. Throws
+/// tilec::Error when there is no GPU or the buffers do not fit.
+struct CopyBandwidth {
+  GpuDeviceInfo device;
+  int64_t bytes = 0; // per copy
+  int reps = 0, trials = 0;
+  double gbps = 0;                // the best trial
+  std::vector<double> trialsGbps; // every trial
+};
+CopyBandwidth measureCopyBandwidth(int device, int64_t bytes, int reps = 10,
+                                   int trials = 5);
+
 struct GpuEngineOptions {
   int device = 0;
   WeightSourceSpec weights = WeightSourceSpec::synthetic(0);

@@ -18,3 +18,8 @@ llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.with_environment("PATH", config.tilec_tools_dir, append_path=True)
 llvm_config.use_default_substitutions()
 llvm_config.add_tool_substitutions(["tile-opt", "tilec", "tile-run"], [config.tilec_tools_dir])
+
+# "gpu" where a GPU is visible: tests of what tile-run does without one say
+# UNSUPPORTED: gpu.
+if os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/nvidia0"):
+    config.available_features.add("gpu")

@@ -28,8 +28,10 @@
 #include "models/core/Reference.h"
 #include "models/core/Synthetic.h"
 #include "models/core/Tokenizer.h"
+#include "runtime/cuda/CudaDriver.h"
 #include "runtime/cuda/GpuEngine.h"
 #include "runtime/cuda/SelectExecutor.h"
+#include "runtime/engine/Bench.h"
 #include "runtime/engine/Executor.h"
 #include "runtime/engine/Manifest.h"
 #include "runtime/engine/Profile.h"
@@ -994,6 +996,144 @@ int tokenize(const std::string &path, const std::optional<std::string> &text,
   return 0;
 }
 
+struct BenchOptions {
+  std::vector<std::string> engines;
+  int64_t steps = 64, warmup = 8;
+  std::string launch = "both"; // megakernel, per-op, both
+  bool oracleDraft = false;
+  std::string prompt = "1,2,3,4", weightsDir;
+  std::optional<uint64_t> seed;
+  int device = 0;
+  int64_t copyMib = 1024;
+  bool json = false, noCache = false;
+};
+
+/// One engine in one launch mode: `warmup` + `steps` decode steps (DFlash
+/// engines: enough tokens for at least that many), the steps after the
+/// warm-up timed by the engine's CUDA events.
+BenchRow benchOne(const BenchOptions &o, const std::string &dir,
+                  const std::string &launch) {
+  EngineManifest manifest = readEngine(dir);
+  std::vector<int32_t> ids = parseIds(o.prompt, engineVocab(manifest));
+  const bool dflash = manifest.spec.enabled();
+  if (o.oracleDraft && !dflash)
+    fail("--oracle-draft: engine '{}' has no DFlash step", dir);
+  const int64_t T = manifest.tokens;
+  // Plain: one token per step and the first from the prefill; DFlash: each
+  // step commits at most T tokens.
+  const int64_t count =
+      dflash ? (o.warmup + o.steps) * T : o.warmup + o.steps + 1;
+  const int64_t need = int64_t(ids.size()) + count + 2 * T;
+  if (need > maxContext(manifest))
+    fail("bench: engine '{}' holds {} positions; {} warm-up and {} timed steps "
+         "of {} tokens after a {}-token prompt need {}: fewer steps (-n, "
+         "--warmup) or an engine with more context (tilec --max-context)",
+         dir, maxContext(manifest), o.warmup, o.steps, T, ids.size(), need);
+  GpuEngineOptions options;
+  options.device = o.device;
+  options.weights = chooseWeightSource(manifest, o.weightsDir, o.seed);
+  options.useCache = !o.noCache;
+  options.perOpLaunch = launch == "per-op";
+  GpuEngine engine(dir, options);
+
+  BenchRow row;
+  row.engine = dir;
+  row.model = manifest.modelName;
+  row.launch = launch;
+  row.tokensPerStep = T;
+  row.launchesPerStep = engine.launchesPerStep();
+  row.tasks = manifest.taskCount();
+  row.bytesPerStep = estimatedBytesPerStep(manifest);
+  int64_t prefillSteps = 0, decodeSteps = 0;
+  double decodeSeconds = 0;
+  std::vector<double> committed; // per decode step
+  std::vector<int32_t> oracle;
+  if (dflash) {
+    DflashOptions options;
+    if (o.oracleDraft) {
+      oracle = generateDflash(engine, ids, count + T);
+      options.oracle = &oracle;
+      engine.reset();
+    }
+    DflashStats spec;
+    size_t before = engine.stepMillis().size();
+    generateDflash(engine, ids, count, options, &spec);
+    prefillSteps = int64_t(before) + spec.prefillSteps;
+    decodeSteps = spec.decodeSteps;
+    decodeSeconds = spec.decodeSeconds;
+    for (int64_t a : spec.accepted)
+      committed.push_back(double(a));
+    row.drafting = o.oracleDraft                    ? "oracle"
+                   : manifest.spec.autoregressive() ? "ar"
+                                                    : "drafter";
+  } else {
+    GenerateStats stats;
+    generateGreedy(engine, ids, count, &stats);
+    prefillSteps = stats.prefillSteps;
+    decodeSteps = stats.decodeSteps;
+    decodeSeconds = stats.decodeSeconds;
+    committed.assign(size_t(decodeSteps), 1.0);
+  }
+  std::vector<float> all = engine.stepMillis();
+  if (int64_t(all.size()) != prefillSteps + decodeSteps ||
+      int64_t(committed.size()) != decodeSteps || decodeSteps <= o.warmup)
+    fail("bench: engine '{}' ran {} prefill and {} decode steps and timed {}; "
+         "expected more than the {} warm-up steps",
+         dir, prefillSteps, decodeSteps, all.size(), o.warmup);
+  std::vector<double> ms(all.begin() + prefillSteps + o.warmup, all.end());
+  row.step = summarizeSteps(ms);
+  double sum = 0, total = 0;
+  for (size_t i = size_t(o.warmup); i < committed.size(); ++i)
+    sum += committed[i];
+  for (double c : committed)
+    total += c;
+  row.committedPerStep = sum / double(committed.size() - size_t(o.warmup));
+  row.wallTokensPerSecond = decodeSeconds > 0 ? total / decodeSeconds : 0;
+  return row;
+}
+
+/// `tile-run bench`: the GPU's copy bandwidth first, then every engine in
+/// each launch mode asked for.
+int runBench(const BenchOptions &o) {
+  std::string reason;
+  if (!CudaDriver::available(&reason))
+    fail("bench: needs a GPU (the host executor's times say nothing about "
+         "HBM): {}",
+         reason);
+  for (const std::string &dir : o.engines)
+    readEngine(dir); // every engine readable before any GPU time is spent
+  CopyBandwidth bw = measureCopyBandwidth(o.device, o.copyMib << 20);
+  std::string device = bw.device.describe();
+  if (!o.json)
+    std::cerr << fmt::format("tile-run: {}; HBM copy bandwidth {:.0f} GB/s\n",
+                             device, bw.gbps);
+  std::vector<std::string> launches;
+  if (o.launch == "both")
+    launches = {"megakernel", "per-op"};
+  else
+    launches = {o.launch};
+  std::vector<BenchRow> rows;
+  for (const std::string &dir : o.engines)
+    for (const std::string &launch : launches) {
+      BenchRow row = benchOne(o, dir, launch);
+      finishRow(row, bw.gbps);
+      if (!o.json)
+        std::cerr << fmt::format("tile-run: {} ({}): {:.3f} ms per step\n", dir,
+                                 launch, row.step.medianMs);
+      rows.push_back(std::move(row));
+    }
+  if (o.json) {
+    std::cout << benchJson(rows, device, bw.gbps, bw.trialsGbps).dump() << "\n";
+    return 0;
+  }
+  std::cout << formatBench(
+      rows, device, bw.gbps,
+      fmt::format("{} MiB x {} copies, best of {} trials: {:.0f} GB/s",
+                  o.copyMib, bw.reps, bw.trials,
+                  fmt::join(bw.trialsGbps, " / ")));
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -1211,6 +1351,50 @@ int main(int argc, char **argv) {
                    "Width of timeline.png in pixels")
       ->check(CLI::Range(400, 20000));
 
+  CLI::App *benchCmd = app.add_subcommand(
+      "bench", "Time engines on the GPU against its measured HBM bandwidth: "
+               "per-step kernel time, tokens/s, bytes per step and the "
+               "fraction of the copy bandwidth, in the megakernel and the "
+               "one-kernel-per-op modes");
+  BenchOptions benchOptions;
+  uint64_t benchSeed = 0;
+  benchCmd->add_option("engines", benchOptions.engines, "Engine directories")
+      ->required();
+  benchCmd
+      ->add_option("-n,--steps", benchOptions.steps,
+                   "Timed decode steps per engine and mode (at least)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  benchCmd
+      ->add_option("--warmup", benchOptions.warmup,
+                   "Decode steps run before the timed ones")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 20));
+  benchCmd
+      ->add_option("--launch", benchOptions.launch,
+                   "megakernel, per-op (the baseline) or both")
+      ->check(CLI::IsMember({"megakernel", "per-op", "both"}));
+  benchCmd->add_flag("--oracle-draft", benchOptions.oracleDraft,
+                     "DFlash engines: the target's own continuation as the "
+                     "drafts (every block accepted whole: the step time at "
+                     "full acceptance)");
+  benchCmd->add_option("--prompt-ids", benchOptions.prompt,
+                       "Comma-separated prompt token ids");
+  CLI::Option *benchSeedOption = benchCmd->add_option(
+      "--seed", benchSeed, "Synthetic weights from this seed");
+  benchCmd
+      ->add_option("--weights", benchOptions.weightsDir,
+                   "Checkpoint directory (default: the engine's model)")
+      ->excludes(benchSeedOption);
+  benchCmd->add_option("--device", benchOptions.device, "Which GPU")
+      ->check(CLI::Range(0, 1023));
+  benchCmd
+      ->add_option("--copy-mib", benchOptions.copyMib,
+                   "MiB per copy of the bandwidth measurement")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  benchCmd->add_flag("--json", benchOptions.json,
+                     "Print one JSON object (device, bandwidth, runs)");
+  benchCmd->add_flag("--no-cache", benchOptions.noCache,
+                     "Compile even when the cubin is cached");
+
   CLI::App *sampleCmd = app.add_subcommand(
       "sample-check",
       "DFlash sampling: many two-token samples against the target's exact "
@@ -1326,6 +1510,11 @@ int main(int argc, char **argv) {
     }
     if (tokenizeCmd->parsed())
       return tokenize(tokenizePath, tokenizeText, tokenizeIds, tokenizeJson);
+    if (benchCmd->parsed()) {
+      if (benchSeedOption->count() > 0)
+        benchOptions.seed = benchSeed;
+      return runBench(benchOptions);
+    }
     if (sampleCmd->parsed())
       return sampleCheck(sampleRun, sampleOptions, sampleAlpha);
     if (profileCmd->parsed()) {
