@@ -30,6 +30,10 @@ make ps-plain pro-slice --no-drafter
 make ps-plain8 pro-slice --no-drafter --tokens 8
 make ps-dflash pro-slice
 make ps-ar pro-slice --ar-drafter
+# Issue 7's workload (b): one GPU's share of Pro under 8-way tensor parallelism,
+# all 70 layers (71.5 GB of weights), DFlash block 8 and plain greedy.
+make tp8 pro-tp8
+make tp8-plain pro-tp8 --no-drafter
 # Issue 5: one full-size MiMo-V2.5-Pro layer (dense layer 0: weights past 2^31
 # bytes) and one of V2-Flash (every offset below 2^31).
 make pro1 mimo-v2.5-pro --num-layers 1 --no-drafter

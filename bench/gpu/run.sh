@@ -19,8 +19,8 @@
 #   profile tile-run profile of ps-dflash (trace, PNG, summary into $OUT/profile)
 #   sweep   every engine in ENGINES_DIR timed (nr-*: compared with the host executor)
 #   bench   tile-run bench: HBM copy bandwidth, then p-tiny, d-tiny, ps-plain,
-#           ps-plain8, ps-dflash (oracle drafts) in both launch modes (table in
-#           $OUT/bench.txt; the torch section adds flash4l's)
+#           ps-plain8, ps-dflash, tp8-plain, tp8 (DFlash: oracle drafts) in both
+#           launch modes (table in $OUT/bench.txt; the torch section adds flash4l's)
 #
 # Usage: bench/gpu/run.sh ENGINES_DIR SECTION...
 set -uo pipefail
@@ -139,10 +139,10 @@ fi
 
 if want bench; then
   list=()
-  for e in p-tiny d-tiny ps-plain ps-plain8 ps-dflash; do
+  for e in p-tiny d-tiny ps-plain ps-plain8 ps-dflash tp8-plain tp8; do
     [ -d "$engines/$e" ] && list+=("$engines/$e")
   done
-  timeout 400 "$run" bench "${list[@]}" --oracle-draft --prompt-ids $prompt -n 64 \
+  timeout 500 "$run" bench "${list[@]}" --oracle-draft --prompt-ids $prompt -n 64 \
     >"$out/bench.txt" 2>"$logs/bench.log"
   row "tile-run bench (rc $?)" info "$(grep -c '%$' "$out/bench.txt") rows, $(grep -o 'HBM bandwidth.*GB/s (' "$out/bench.txt")"
 fi

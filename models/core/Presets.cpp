@@ -177,6 +177,37 @@ Model proSlice() {
   return m;
 }
 
+// The work one GPU of eight does for MiMo-V2.5-Pro under 8-way tensor
+// parallelism, all 70 layers: attention heads (128 / 8 query, 8 / 8 kv), the
+// dense MLP's and every expert's intermediate size, and lm_head's vocabulary
+// divided by 8 (experts split by intermediate dim: each GPU holds all 384 at
+// 2048 / 8 = 256 and runs every routed one), the drafter's heads and MLP too.
+// The collectives (all-reduce after o_proj, the MLPs and the experts; the argmax
+// across vocabulary shards) are not in it: issue 8's tile-shard inserts them.
+// Tokens are those of a smaller model, not Pro's; the point is the step time
+// (tile-run bench). The drafter's fc stays whole (a sharded fc needs an
+// all-gather): 5 x 6144 x 6144 read per step where 8-way TP reads 1/8 of it.
+Model proTp8() {
+  Model m = mimoV25Pro();
+  TargetConfig &t = m.target;
+  t.name = "pro-tp8";
+  t.vocabSize /= 8;
+  t.intermediateSize /= 8;
+  t.full.numHeads /= 8;
+  t.full.numKvHeads /= 8;
+  t.sliding.numHeads /= 8;
+  t.sliding.numKvHeads /= 8;
+  t.moeIntermediateSize /= 8;
+  t.maxPositionEmbeddings = 8192;
+  t.eosTokenIds = {};
+  DrafterConfig &d = *m.drafter;
+  d.numHeads /= 8;
+  d.numKvHeads /= 8;
+  d.intermediateSize /= 8;
+  d.maskTokenId = t.vocabSize - 1;
+  return m;
+}
+
 Model mimoV2Flash() {
   TargetConfig t;
   t.name = "mimo-v2-flash";
@@ -311,6 +342,7 @@ presetTable() {
                {"tiny-window", tinyWindow},
                {"tiny-pro", tinyPro},
                {"pro-slice", proSlice},
+               {"pro-tp8", proTp8},
                {"mimo-v2-flash", mimoV2Flash},
                {"mimo-v2.5-pro", mimoV25Pro}};
   return table;

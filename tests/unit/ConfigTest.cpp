@@ -119,6 +119,33 @@ TEST(ConfigPresets, EveryPresetValidatesWithItsDrafter) {
   EXPECT_FALSE(findPreset("no-such-model").has_value());
 }
 
+// pro-tp8: one GPU's share of Pro under 8-way tensor parallelism; everything
+// not divided stays Pro's.
+TEST(ConfigPresets, ProTp8IsAnEighthOfPro) {
+  Model pro = *findPreset("mimo-v2.5-pro"), tp = *findPreset("pro-tp8");
+  const TargetConfig &p = pro.target, &t = tp.target;
+  EXPECT_EQ(t.numLayers, 70);
+  EXPECT_EQ(t.layerTypes, p.layerTypes);
+  EXPECT_EQ(t.mlpTypes, p.mlpTypes);
+  EXPECT_EQ(t.hiddenSize, 6144);
+  EXPECT_EQ(t.vocabSize * 8, p.vocabSize);
+  EXPECT_EQ(t.intermediateSize * 8, p.intermediateSize);
+  EXPECT_EQ(t.moeIntermediateSize * 8, p.moeIntermediateSize);
+  EXPECT_EQ(t.numExperts, 384);
+  EXPECT_EQ(t.topK, 8);
+  for (const auto *a : {&t.full, &t.sliding}) {
+    EXPECT_EQ(a->numHeads, 16);
+    EXPECT_EQ(a->numKvHeads, 1);
+    EXPECT_EQ(a->headDim, 192);
+    EXPECT_EQ(a->vHeadDim, 128);
+  }
+  ASSERT_TRUE(tp.drafter && pro.drafter);
+  EXPECT_EQ(tp.drafter->numHeads * 8, pro.drafter->numHeads);
+  EXPECT_EQ(tp.drafter->numKvHeads * 8, pro.drafter->numKvHeads);
+  EXPECT_EQ(tp.drafter->intermediateSize * 8, pro.drafter->intermediateSize);
+  EXPECT_LT(tp.drafter->maskTokenId, t.vocabSize);
+}
+
 TEST(ConfigPresets, MimoV25ProNumbers) {
   Model m = *findPreset("mimo-v2.5-pro");
   const TargetConfig &t = m.target;
