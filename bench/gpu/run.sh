@@ -16,7 +16,8 @@
 #   ar      DFlash with the autoregressive drafter against the block drafter
 #   tinycheck  every tiny preset's engine against the CPU reference (64 steps)
 #   code    the trained pair (CODE_MODEL=dir): DFlash, AR drafter and plain, GPU
-#   profile tile-run profile of ps-dflash (trace, PNG, summary into $OUT/profile)
+#   profile tile-run profile of ps-dflash and tp8 (PNGs into $OUT, traces and
+#           summaries in logs) and the cost model fitted to each trace
 #   sweep   every engine in ENGINES_DIR timed (nr-*: compared with the host executor)
 #   bench   tile-run bench: HBM copy bandwidth, then p-tiny, d-tiny, ps-plain,
 #           ps-plain8, ps-dflash, tp8-plain, tp8 (DFlash: oracle drafts) in both
@@ -132,9 +133,18 @@ if want code; then
 fi
 
 if want profile; then
-  timeout 120 "$run" profile "$engines/ps-dflash" -n 4 --out "$out/profile" --executor gpu \
-    >"$logs/profile-ps-dflash.txt" 2>&1
-  row "profile ps-dflash (rc $?)" info "$(head -3 "$logs/profile-ps-dflash.txt" | tr '\n' ' ' | cut -c1-160)"
+  # tile-run profile (trace, PNG, summary; the PNGs come back in $OUT), and the
+  # cost model fitted to each trace (bench/fit_cost_model.py).
+  for e in ps-dflash tp8; do
+    [ -d "$engines/$e" ] || continue
+    n=2; [ $e = tp8 ] && n=1
+    timeout 240 "$run" profile "$engines/$e" -n $n --out "$logs/profile-$e" --executor gpu \
+      >"$logs/profile-$e.txt" 2>&1
+    row "profile $e (rc $?)" info "$(grep -m1 '^steps:' "$logs/profile-$e.txt" | cut -c1-150)"
+    cp "$logs/profile-$e/timeline.png" "$out/timeline-$e.png" 2>/dev/null
+    python3 "$repo/bench/fit_cost_model.py" "$logs/profile-$e/trace.json" >"$logs/fit-$e.txt" 2>&1
+    row "fit cost model $e (rc $?)" info "$(head -2 "$logs/fit-$e.txt" | tr '\n' ' ' | cut -c1-220)"
+  done
 fi
 
 if want bench; then
