@@ -323,6 +323,7 @@ DflashReference::generate(const std::vector<int32_t> &prompt, int64_t count,
   ReferenceModel::Options options;
   options.roundActivations = round_;
   ReferenceModel target(model_.target, weights_, options);
+  target.setRouterTies(ties_);
   ReferenceDrafter drafter(d, model_.target, weights_, round_);
 
   // Prefill: the first token, and every prompt position's context features.

@@ -112,11 +112,16 @@ public:
                                 Stats *stats = nullptr,
                                 const std::vector<int32_t> *oracle = nullptr);
 
+  /// The target's routing near-ties (ReferenceModel::setRouterTies), e.g. the
+  /// resolutions ReferenceCheck found for an engine's sequence.
+  void setRouterTies(ref::RouterTies *ties) { ties_ = ties; }
+
 private:
   ref::Tensor taps(const ReferenceModel::Output &out, int64_t rows) const;
   const Model &model_;
   WeightSource &weights_;
   bool round_, autoregressive_;
+  ref::RouterTies *ties_ = nullptr;
 };
 
 } // namespace tilec

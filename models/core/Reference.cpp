@@ -183,8 +183,17 @@ Tensor attention(const Tensor &q, const std::vector<int64_t> &positions,
   return out;
 }
 
+bool RouterTies::flips(int64_t layer, int64_t position, bool group) const {
+  for (const Tie &t : flip)
+    if (t.layer == layer && t.position == position && t.group == group)
+      return true;
+  return false;
+}
+
 Routing router(const Tensor &x, const std::vector<float> &gate,
-               const std::vector<float> &bias, const RouterParams &params) {
+               const std::vector<float> &bias, const RouterParams &params,
+               RouterTies *ties, int64_t layer,
+               const std::vector<int64_t> *positions) {
   int64_t t = x.dim(0), experts = params.numExperts;
   Tensor logits = linear(x, gate, experts);
   Routing r;
@@ -212,6 +221,16 @@ Routing router(const Tensor &x, const std::vector<float> &gate,
       }
       std::stable_sort(groups.begin(), groups.end(),
                        [](auto &a, auto &b) { return a.first > b.first; });
+      const size_t last = size_t(params.topkGroup - 1);
+      if (ties && ties->epsilon > 0 && params.topkGroup < params.nGroup) {
+        float gap = groups[last].first - groups[last + 1].first;
+        if (gap < ties->epsilon) {
+          const int64_t pos = positions ? (*positions)[size_t(i)] : i;
+          ties->seen.push_back({layer, pos, true, gap});
+          if (ties->flips(layer, pos, true))
+            std::swap(groups[last], groups[last + 1]);
+        }
+      }
       std::vector<bool> keep(size_t(params.nGroup), false);
       for (int64_t g = 0; g < params.topkGroup; ++g)
         keep[size_t(groups[size_t(g)].second)] = true;
@@ -224,6 +243,17 @@ Routing router(const Tensor &x, const std::vector<float> &gate,
     std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
       return choice[size_t(a)] > choice[size_t(b)];
     });
+    if (ties && ties->epsilon > 0 && params.topK < experts) {
+      const size_t k = size_t(params.topK);
+      float gap = choice[size_t(order[k - 1])] - choice[size_t(order[k])];
+      // Only between two candidates (a dropped group's experts are -inf).
+      if (std::isfinite(gap) && gap < ties->epsilon) {
+        const int64_t pos = positions ? (*positions)[size_t(i)] : i;
+        ties->seen.push_back({layer, pos, false, gap});
+        if (ties->flips(layer, pos, false))
+          std::swap(order[k - 1], order[k]);
+      }
+    }
     float sum = 0;
     for (int64_t k = 0; k < params.topK; ++k)
       sum += score[size_t(order[size_t(k)])];
@@ -426,9 +456,10 @@ Tensor ReferenceModel::layer(int64_t i, const Tensor &x,
   } else {
     ref::RouterParams rp{c.numExperts, c.topK,         c.nGroup,
                          c.topkGroup,  c.normTopkProb, c.routedScalingFactor};
-    ref::Routing routing = ref::router(
-        n2, weight(m + "gate.weight", {c.numExperts, h}),
-        weight(m + "gate.e_score_correction_bias", {c.numExperts}), rp);
+    ref::Routing routing =
+        ref::router(n2, weight(m + "gate.weight", {c.numExperts, h}),
+                    weight(m + "gate.e_score_correction_bias", {c.numExperts}),
+                    rp, ties_, i, &positions);
     y = ref::moe(n2, routing, *experts_[size_t(i)], c.moeIntermediateSize,
                  round);
   }

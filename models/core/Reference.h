@@ -93,9 +93,35 @@ struct RouterParams {
   bool renorm = true;
   double scaling = 1.0;
 };
+/// Near-ties of routing decisions, and the other way to resolve them: the
+/// top-k boundary (the k-th chosen expert against the best one left out) and,
+/// with groups, the top-k-group boundary (the last kept group's score against
+/// the best dropped one). A tie is a gap below `epsilon` in the choice scores
+/// (sigmoid + correction bias; a group: the sum of its two best). Rounding
+/// that differs between two correct implementations (another summation order
+/// on a GPU) can resolve such a tie the other way; ReferenceCheck uses this to
+/// follow an engine through its ties instead of calling them wrong.
+struct RouterTies {
+  double epsilon = 0; // 0: no ties recorded
+  struct Tie {
+    int64_t layer = 0, position = 0; // the token's position
+    bool group = false;              // the group boundary, else the expert one
+    float gap = 0;
+  };
+  std::vector<Tie> seen; // appended by every router call with epsilon > 0
+  /// Ties to resolve the other way: (layer, position, group).
+  std::vector<Tie> flip;
+  bool flips(int64_t layer, int64_t position, bool group) const;
+};
+
 /// Sigmoid router with correction bias (choice only), group-limited top-k.
+/// With `ties`: records the near-ties of layer `layer` (row i of x at position
+/// positions[i], or i without positions) and swaps the two sides of those
+/// listed in ties->flip.
 Routing router(const Tensor &x, const std::vector<float> &gate,
-               const std::vector<float> &bias, const RouterParams &params);
+               const std::vector<float> &bias, const RouterParams &params,
+               RouterTies *ties = nullptr, int64_t layer = 0,
+               const std::vector<int64_t> *positions = nullptr);
 
 /// The experts a MoE layer can read: gate_up [E, 2I, H], down [E, H, I].
 class ExpertWeights {
@@ -150,6 +176,8 @@ public:
   ref::Tensor forwardLayers(ref::Tensor x, int64_t first, int64_t last);
 
   int64_t length() const;
+  /// Routing near-ties: recorded into, and flipped from, `ties` (null: off).
+  void setRouterTies(ref::RouterTies *ties) { ties_ = ties; }
   /// Drops cached positions >= length (rejected draft tokens).
   void truncate(int64_t length);
   /// Prefill with `prompt`, then `count` greedy tokens.
@@ -171,6 +199,7 @@ private:
   ref::WeightCache cache_;
   std::vector<ref::KVCache> kv_;
   std::vector<std::unique_ptr<LayerExperts>> experts_;
+  ref::RouterTies *ties_ = nullptr;
 };
 
 } // namespace tilec

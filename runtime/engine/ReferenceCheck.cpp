@@ -7,36 +7,43 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <tuple>
 
 namespace tilec {
 
-ReferenceCheck checkAgainstReference(Executor &executor, const Model &model,
-                                     WeightSource &weights,
-                                     const std::vector<int32_t> &prompt,
-                                     const std::vector<int32_t> &produced) {
-  ReferenceCheck check;
-  ReferenceModel::Options options;
-  options.roundActivations = true;
-  options.cacheExperts = model.target.numExperts * model.target.hiddenSize *
-                             model.target.moeIntermediateSize <
-                         (int64_t(1) << 28);
-  ReferenceModel greedy(model.target, weights, options);
-  check.expected = greedy.generateGreedy(prompt, int64_t(produced.size()));
-  while (check.matchingPrefix < int64_t(produced.size()) &&
-         produced[size_t(check.matchingPrefix)] ==
-             check.expected[size_t(check.matchingPrefix)])
-    ++check.matchingPrefix;
+bool ReferenceCheck::passed(int64_t produced) const {
+  if (!logitsCompared)
+    return matchingPrefix == produced;
+  return mismatchedRows == 0 && tokensAgree == tokensCompared &&
+         tokensCompared == produced;
+}
 
-  if (executor.manifest().logitsBuffer.empty())
-    return check;
-  // Teacher-forced: the sequence the reference produced, position by position.
-  std::vector<int32_t> sequence = prompt;
-  sequence.insert(sequence.end(), check.expected.begin(),
-                  check.expected.end() - 1);
-  ReferenceModel forced(model.target, weights, options);
-  ref::Tensor expectedLogits = forced.forward(sequence).logits;
-  int64_t V = model.target.vocabSize, T = executor.tokensPerStep();
+namespace {
+
+/// ||a - b|| / ||b|| and max |a - b| of two rows of V values.
+std::pair<double, double> rowError(const float *a, const float *b, int64_t V) {
+  double diff = 0, norm = 0, maxAbs = 0;
+  for (int64_t v = 0; v < V; ++v) {
+    double d = double(a[v]) - double(b[v]);
+    diff += d * d;
+    norm += double(b[v]) * double(b[v]);
+    maxAbs = std::max(maxAbs, std::fabs(d));
+  }
+  return {std::sqrt(diff / std::max(norm, 1e-30)), maxAbs};
+}
+
+/// The engine's logits for every position of `sequence`, replayed from
+/// position 0 in steps of T (a DFlash engine verifies each chunk as a forced
+/// block).
+std::vector<std::vector<float>>
+replayLogits(Executor &executor, const std::vector<int32_t> &sequence) {
+  const int64_t V = int64_t(
+      executor.manifest().buffer(executor.manifest().logitsBuffer).bytes / 4 /
+      executor.tokensPerStep());
+  const int64_t T = executor.tokensPerStep();
   const SpecInfo &spec = executor.manifest().spec;
+  std::vector<std::vector<float>> rows;
   executor.reset();
   for (int64_t begin = 0; begin < int64_t(sequence.size()); begin += T) {
     std::vector<int32_t> tokens(static_cast<size_t>(T), 0),
@@ -49,7 +56,6 @@ ReferenceCheck checkAgainstReference(Executor &executor, const Model &model,
     int64_t n = std::min(T, int64_t(sequence.size()) - begin);
     StepOutput out;
     if (spec.enabled()) {
-      // A DFlash engine verifies the chunk as a forced (prompt) block.
       int32_t forced = int32_t(n);
       if (!spec.samplingBuffer.empty()) {
         const int32_t greedy[2] = {0, 0};
@@ -64,31 +70,167 @@ ReferenceCheck checkAgainstReference(Executor &executor, const Model &model,
     } else {
       out = executor.step(tokens, positions, /*wantLogits=*/true);
     }
-    for (int64_t i = 0; i < n; ++i) {
-      const float *a = out.logits.data() + i * V;
-      const float *b = expectedLogits.data.data() + (begin + i) * V;
-      double diff = 0, norm = 0;
-      for (int64_t v = 0; v < V; ++v) {
-        double d = double(a[v]) - double(b[v]);
-        diff += d * d;
-        norm += double(b[v]) * double(b[v]);
-        check.maxAbsoluteError = std::max(check.maxAbsoluteError, std::fabs(d));
-      }
-      check.maxRelativeError = std::max(
-          check.maxRelativeError, std::sqrt(diff / std::max(norm, 1e-30)));
-      ++check.positions;
+    for (int64_t i = 0; i < n; ++i)
+      rows.emplace_back(out.logits.begin() + i * V,
+                        out.logits.begin() + (i + 1) * V);
+  }
+  executor.reset();
+  return rows;
+}
+
+/// Subsets of {0 .. n-1} with 1 .. k members, smallest total gap first.
+std::vector<std::vector<size_t>>
+subsets(const std::vector<ref::RouterTies::Tie> &ties, int k) {
+  std::vector<std::vector<size_t>> out;
+  std::vector<size_t> cur;
+  std::function<void(size_t)> grow = [&](size_t from) {
+    if (!cur.empty())
+      out.push_back(cur);
+    if (int(cur.size()) == k)
+      return;
+    for (size_t i = from; i < ties.size(); ++i) {
+      cur.push_back(i);
+      grow(i + 1);
+      cur.pop_back();
     }
+  };
+  grow(0);
+  auto gap = [&](const std::vector<size_t> &s) {
+    double g = 0;
+    for (size_t i : s)
+      g += ties[i].gap;
+    return g;
+  };
+  std::stable_sort(out.begin(), out.end(), [&](const auto &a, const auto &b) {
+    return a.size() != b.size() ? a.size() < b.size() : gap(a) < gap(b);
+  });
+  return out;
+}
+
+} // namespace
+
+void matchTeacherForced(const Model &model, WeightSource &weights,
+                        const std::vector<int32_t> &sequence,
+                        int64_t promptLength,
+                        const std::vector<int32_t> &produced,
+                        const std::vector<std::vector<float>> &engineLogits,
+                        const ReferenceCheckOptions &options,
+                        ReferenceCheck &check) {
+  if (engineLogits.size() != sequence.size())
+    fail("check: {} engine logit rows for a sequence of {}",
+         engineLogits.size(), sequence.size());
+  ReferenceModel::Options ro;
+  ro.roundActivations = true;
+  ro.cacheExperts = model.target.numExperts * model.target.hiddenSize *
+                        model.target.moeIntermediateSize <
+                    (int64_t(1) << 28);
+  ReferenceModel reference(model.target, weights, ro);
+  ref::RouterTies ties;
+  ties.epsilon = options.tieEpsilon;
+  reference.setRouterTies(&ties);
+  check.resolved = ref::RouterTies();
+  check.resolved.epsilon = options.tieEpsilon;
+  const int64_t V = model.target.vocabSize;
+  for (int64_t p = 0; p < int64_t(sequence.size()); ++p) {
+    const std::vector<float> &engine = engineLogits[size_t(p)];
+    if (int64_t(engine.size()) != V)
+      fail("check: the engine's logit row {} has {} values, the model's "
+           "vocabulary {}",
+           p, engine.size(), V);
+    // The reference's own routing first; where its logits miss the engine's
+    // and near-ties were met, the ties resolved the other way.
+    auto run = [&](const std::vector<ref::RouterTies::Tie> &flip) {
+      reference.truncate(p);
+      ties.seen.clear();
+      ties.flip = flip;
+      return reference.forward({sequence[size_t(p)]}).logits;
+    };
+    ref::Tensor logits = run({});
+    auto [rel, abs] = rowError(engine.data(), logits.data.data(), V);
+    std::vector<ref::RouterTies::Tie> chosen, seen = ties.seen;
+    if (rel > options.logitTolerance && !seen.empty() &&
+        options.tieEpsilon > 0) {
+      double bestRel = rel;
+      for (const std::vector<size_t> &subset :
+           subsets(seen, options.maxFlips)) {
+        std::vector<ref::RouterTies::Tie> flip;
+        for (size_t i : subset)
+          flip.push_back(seen[i]);
+        ref::Tensor alt = run(flip);
+        double r = rowError(engine.data(), alt.data.data(), V).first;
+        if (r < bestRel) {
+          bestRel = r;
+          chosen = flip;
+        }
+        if (r <= options.logitTolerance)
+          break;
+      }
+      // The model's caches must hold the chosen variant.
+      logits = run(chosen);
+      std::tie(rel, abs) = rowError(engine.data(), logits.data.data(), V);
+    }
+    check.tiesSeen += int64_t(ties.seen.size());
+    for (const ref::RouterTies::Tie &t : chosen)
+      check.resolved.flip.push_back(t);
+    check.maxRelativeError = std::max(check.maxRelativeError, rel);
+    check.maxAbsoluteError = std::max(check.maxAbsoluteError, abs);
+    ++check.positions;
+    if (rel > options.logitTolerance) {
+      ++check.mismatchedRows;
+      if (check.firstMismatchedRow < 0)
+        check.firstMismatchedRow = p;
+    }
+    // Row p predicts generated token p - (promptLength - 1).
+    const int64_t g = p - (promptLength - 1);
+    if (g < 0 || g >= int64_t(produced.size()))
+      continue;
+    ++check.tokensCompared;
+    const int32_t best = ref::argmax(logits).front(), got = produced[size_t(g)];
+    bool agree = best == got;
+    if (!agree && got >= 0 && got < V &&
+        double(logits.data[size_t(best)]) - double(logits.data[size_t(got)]) <=
+            2 * abs) {
+      agree = true;
+      ++check.logitNearTies;
+    }
+    check.tokensAgree += agree;
+    if (!agree && check.firstDisagreement < 0)
+      check.firstDisagreement = g;
   }
   check.logitsCompared = true;
-  executor.reset();
+}
+
+ReferenceCheck checkAgainstReference(Executor &executor, const Model &model,
+                                     WeightSource &weights,
+                                     const std::vector<int32_t> &prompt,
+                                     const std::vector<int32_t> &produced,
+                                     const ReferenceCheckOptions &options) {
+  ReferenceCheck check;
+  ReferenceModel::Options ro;
+  ro.roundActivations = true;
+  ro.cacheExperts = model.target.numExperts * model.target.hiddenSize *
+                        model.target.moeIntermediateSize <
+                    (int64_t(1) << 28);
+  ReferenceModel greedy(model.target, weights, ro);
+  check.expected = greedy.generateGreedy(prompt, int64_t(produced.size()));
+  while (check.matchingPrefix < int64_t(produced.size()) &&
+         produced[size_t(check.matchingPrefix)] ==
+             check.expected[size_t(check.matchingPrefix)])
+    ++check.matchingPrefix;
+  if (executor.manifest().logitsBuffer.empty() || produced.empty())
+    return check;
+  std::vector<int32_t> sequence = prompt;
+  sequence.insert(sequence.end(), produced.begin(), produced.end() - 1);
+  matchTeacherForced(model, weights, sequence, int64_t(prompt.size()), produced,
+                     replayLogits(executor, sequence), options, check);
   return check;
 }
 
 DraftCheck checkDrafts(const Model &model, WeightSource &weights,
                        const std::vector<int32_t> &prompt, int64_t count,
                        const DflashStats &engine,
-                       const std::vector<int32_t> *oracle,
-                       bool autoregressive) {
+                       const std::vector<int32_t> *oracle, bool autoregressive,
+                       const ref::RouterTies *ties) {
   const std::vector<std::vector<int32_t>> &drafts = engine.drafts;
   DraftCheck check;
   if (!model.drafter)
@@ -98,6 +240,11 @@ DraftCheck checkDrafts(const Model &model, WeightSource &weights,
   const int64_t B = int64_t(drafts.front().size());
   DflashReference reference(model, weights, /*roundActivations=*/true,
                             autoregressive);
+  ref::RouterTies followed;
+  if (ties) {
+    followed = *ties;
+    reference.setRouterTies(&followed);
+  }
   DflashReference::Stats stats;
   reference.generate(prompt, count, B, &stats, oracle);
   int64_t steps =

@@ -10,6 +10,7 @@
 #pragma once
 
 #include "models/core/Config.h"
+#include "models/core/Reference.h"
 #include "models/core/WeightSource.h"
 #include "runtime/engine/Executor.h"
 
@@ -18,22 +19,68 @@
 
 namespace tilec {
 
+struct ReferenceCheckOptions {
+  /// A logit row matches when ||engine - reference|| / ||reference|| is at
+  /// most this (both round activations to bf16 at the same points; only the
+  /// summation order differs).
+  double logitTolerance = 1e-2;
+  /// Routing near-ties (ref::RouterTies): a gap below this in the choice
+  /// scores may be resolved the other way where that explains the engine's
+  /// logits; 0 turns the search off.
+  double tieEpsilon = 2e-3;
+  /// Ties resolved together at one position (subsets of the position's ties up
+  /// to this size are tried, smallest gaps first).
+  int maxFlips = 2;
+};
+
 struct ReferenceCheck {
-  std::vector<int32_t> expected; // the reference's greedy tokens
-  int64_t matchingPrefix = 0;    // leading tokens equal to the engine's
-  int64_t positions = 0;         // logit rows compared
-  double maxRelativeError = 0;   // max over rows of ||a - b|| / ||b||
-  double maxAbsoluteError = 0;
+  /// Free-running: the reference's own greedy tokens after the prompt, and
+  /// how many leading ones equal the engine's.
+  std::vector<int32_t> expected;
+  int64_t matchingPrefix = 0;
+  /// Teacher-forced on the engine's sequence (prompt + its tokens): at each
+  /// position the engine's logits against the reference's (after resolving
+  /// routing near-ties as the engine's logits show), and each generated token
+  /// against the reference's argmax.
   bool logitsCompared = false; // false when the engine stores no logits
+  int64_t positions = 0;       // logit rows compared
+  double maxRelativeError = 0; // max over rows of ||a - b|| / ||b||
+  double maxAbsoluteError = 0;
+  int64_t mismatchedRows = 0, firstMismatchedRow = -1; // over the tolerance
+  int64_t tokensCompared = 0;
+  int64_t tokensAgree = 0;   // the reference's argmax, or a logit near-tie:
+  int64_t logitNearTies = 0; // the engine's token within 2x the row's largest
+                             // logit difference of the reference's best
+  int64_t firstDisagreement = -1; // generated token index
+  int64_t tiesSeen = 0;           // routing near-ties met at the chosen rows
+  ref::RouterTies resolved;       // epsilon and the ties resolved (flip)
+  /// Whether the engine matches: with logits, every row within the tolerance
+  /// and every token agreeing; without, the free-running tokens equal.
+  bool passed(int64_t produced) const;
 };
 
 /// Compares `produced` (the executor's greedy tokens after `prompt`) with the
-/// reference on `weights`, then replays prompt + expected through the executor
-/// with logits and compares them row by row. Resets the executor.
+/// reference on `weights`: the reference's free-running greedy tokens, then,
+/// when the engine stores logits, prompt + produced replayed through the
+/// executor and the reference position by position (ReferenceCheck). Resets
+/// the executor.
 ReferenceCheck checkAgainstReference(Executor &executor, const Model &model,
                                      WeightSource &weights,
                                      const std::vector<int32_t> &prompt,
-                                     const std::vector<int32_t> &produced);
+                                     const std::vector<int32_t> &produced,
+                                     const ReferenceCheckOptions &options = {});
+
+/// The teacher-forced part on logits already read: engineLogits[p] is the
+/// engine's row [V] for position p of `sequence` (prompt + produced minus the
+/// last token); `produced` the engine's greedy tokens. Fills the
+/// teacher-forced fields of `check`.
+void matchTeacherForced(const Model &model, WeightSource &weights,
+                        const std::vector<int32_t> &sequence,
+                        int64_t promptLength,
+                        const std::vector<int32_t> &produced,
+                        const std::vector<std::vector<float>> &engineLogits,
+                        const ReferenceCheckOptions &options,
+                        ReferenceCheck &check);
 
 /// The drafts of a DFlash engine against the reference drafter's
 /// (models/core/Dflash.h) on the same sequence: drafts[i] is the block the
@@ -52,10 +99,13 @@ struct DraftCheck {
   int64_t logitRows = 0;
   double maxRelativeError = 0;
 };
+/// `ties`: the target's routing near-ties resolved as ReferenceCheck found
+/// them for the engine (null: the reference's own resolutions).
 DraftCheck checkDrafts(const Model &model, WeightSource &weights,
                        const std::vector<int32_t> &prompt, int64_t count,
                        const DflashStats &engine,
                        const std::vector<int32_t> *oracle = nullptr,
-                       bool autoregressive = false);
+                       bool autoregressive = false,
+                       const ref::RouterTies *ties = nullptr);
 
 } // namespace tilec

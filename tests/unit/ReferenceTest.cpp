@@ -126,6 +126,53 @@ TEST(ReferenceOps, RouterBiasChoosesButDoesNotWeigh) {
   EXPECT_EQ(r.experts, (std::vector<int32_t>{2, 3}));
 }
 
+TEST(ReferenceOps, RouterRecordsAndFlipsNearTies) {
+  // Expert 1 (logit 1.0) and expert 2 (0.999) sit at the top-2 boundary.
+  Tensor x({2, 4}, {2, 1, 0.999f, -1, /* token 1: no tie */ 2, 1, 0, -1});
+  std::vector<float> gate{1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1};
+  ref::RouterParams p{4, 2, 1, 1, false, 1.0};
+  ref::RouterTies ties;
+  ties.epsilon = 1e-3;
+  std::vector<int64_t> positions{40, 41};
+  ref::Routing r = ref::router(x, gate, {0, 0, 0, 0}, p, &ties, 3, &positions);
+  EXPECT_EQ(r.experts, (std::vector<int32_t>{0, 1, 0, 1}));
+  ASSERT_EQ(ties.seen.size(), 1u); // only token 0's boundary is that close
+  EXPECT_EQ(ties.seen[0].layer, 3);
+  EXPECT_EQ(ties.seen[0].position, 40);
+  EXPECT_FALSE(ties.seen[0].group);
+  EXPECT_GT(ties.seen[0].gap, 0);
+  EXPECT_LT(ties.seen[0].gap, 1e-3);
+  // Flipped: expert 2 instead of 1, weighted by its own score.
+  ties.flip = ties.seen;
+  ties.seen.clear();
+  r = ref::router(x, gate, {0, 0, 0, 0}, p, &ties, 3, &positions);
+  EXPECT_EQ(r.experts, (std::vector<int32_t>{0, 2, 0, 1}));
+  EXPECT_FLOAT_EQ(r.weights[1], 1 / (1 + std::exp(-0.999f)));
+  // A flip of another layer or position does nothing; epsilon 0 records none.
+  ties.flip[0].layer = 4;
+  r = ref::router(x, gate, {0, 0, 0, 0}, p, &ties, 3, &positions);
+  EXPECT_EQ(r.experts, (std::vector<int32_t>{0, 1, 0, 1}));
+  ref::RouterTies off;
+  ref::router(x, gate, {0, 0, 0, 0}, p, &off, 3, &positions);
+  EXPECT_TRUE(off.seen.empty());
+  // Groups {0,1} and {2,3} scoring sig(1.5) + sig(0.4) against sig(0.4001) +
+  // sig(1.5) (near-tied), keep 1.
+  Tensor g({1, 4}, {1.5f, 0.4f, 0.4001f, 1.5f});
+  ref::RouterTies gt;
+  gt.epsilon = 1e-3;
+  ref::RouterParams pg{4, 1, 2, 1, false, 1.0};
+  auto sig = [](float v) { return 1 / (1 + std::exp(-v)); };
+  ASSERT_LT(std::fabs((sig(1.5f) + sig(0.4f)) - (sig(0.4001f) + sig(1.5f))),
+            1e-3);
+  r = ref::router(g, gate, {0, 0, 0, 0}, pg, &gt, 0);
+  ASSERT_EQ(gt.seen.size(), 1u);
+  EXPECT_TRUE(gt.seen[0].group);
+  int32_t before = r.experts[0];
+  gt.flip = gt.seen;
+  r = ref::router(g, gate, {0, 0, 0, 0}, pg, &gt, 0);
+  EXPECT_NE(r.experts[0] / 2, before / 2); // the other group's best
+}
+
 class TwoExperts : public ref::ExpertWeights {
 public:
   // H = 2, I = 1: gate picks x0, up picks x1; down writes to dim e.
