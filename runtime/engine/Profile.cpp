@@ -19,20 +19,32 @@ void forEachTaskSpan(const EngineManifest &m,
                      const std::function<void(const TaskSpan &)> &visit) {
   if (trace.empty())
     return;
-  const size_t sms = m.smTasks.size();
-  if (sms == 0 || trace.size() % (2 * sms) != 0)
-    fail("trace: {} stamps do not make [{} SMs, tasks, 2]", trace.size(), sms);
-  const size_t room = trace.size() / 2 / sms;
+  const size_t sms = m.smTasks.size(), words = TILEC_TRACE_WORDS;
+  if (sms == 0 || trace.size() % (words * sms) != 0)
+    fail("trace: {} stamps do not make [{} SMs, tasks, {}]", trace.size(), sms,
+         words);
+  const size_t room = trace.size() / words / sms;
+  // A [begin, end] pair of a role, or 0, 0 when missing or cut off.
+  auto pair = [](const uint64_t *w, int b, uint64_t &begin, uint64_t &end) {
+    begin = w[b], end = w[b + 1];
+    if (begin == 0 || end < begin)
+      begin = end = 0;
+  };
   for (size_t sm = 0; sm < sms; ++sm) {
     if (m.smTasks[sm].size() > room)
       fail("trace: SM {} has {} tasks but the trace room for {}", sm,
            m.smTasks[sm].size(), room);
     for (size_t k = 0; k < m.smTasks[sm].size(); ++k) {
-      uint64_t b = trace[(sm * room + k) * 2],
-               e = trace[(sm * room + k) * 2 + 1];
-      if (b == 0 || e < b)
+      const uint64_t *w = &trace[(sm * room + k) * words];
+      TaskSpan s;
+      s.sm = int(sm), s.index = int(k), s.task = &m.smTasks[sm][k];
+      pair(w, TILEC_TRACE_COMPUTE_BEGIN, s.begin, s.end);
+      if (s.begin == 0)
         continue;
-      visit({int(sm), int(k), &m.smTasks[sm][k], b, e});
+      if (s.task->w[TILEC_W_WAIT0] >= 0 || s.task->w[TILEC_W_WAIT1] >= 0)
+        pair(w, TILEC_TRACE_WAIT_BEGIN, s.waitBegin, s.waitEnd);
+      pair(w, TILEC_TRACE_LOAD_BEGIN, s.loadBegin, s.loadEnd);
+      visit(s);
     }
   }
 }
@@ -67,13 +79,19 @@ const char *familyOf(const TilecTask &t) {
   return familyName(TilecTaskFamily(t.w[TILEC_W_FAMILY]));
 }
 
-/// The first stamp of any step (times in traces are relative to it).
+/// The first stamp of any role in any step (times in traces are relative to
+/// it).
 uint64_t firstStamp(const EngineManifest &m,
                     const std::vector<std::vector<uint64_t>> &steps) {
   uint64_t t0 = UINT64_MAX;
   for (const std::vector<uint64_t> &trace : steps)
-    forEachTaskSpan(m, trace,
-                    [&](const TaskSpan &s) { t0 = std::min(t0, s.begin); });
+    forEachTaskSpan(m, trace, [&](const TaskSpan &s) {
+      t0 = std::min(t0, s.begin);
+      if (s.waited())
+        t0 = std::min(t0, s.waitBegin);
+      if (s.loaded())
+        t0 = std::min(t0, s.loadBegin);
+    });
   return t0;
 }
 

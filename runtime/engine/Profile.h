@@ -1,9 +1,10 @@
 //===- Profile.h - Per-task traces: walk, Chrome trace, summary -*- C++ -*-===//
 //
 // An executor made with tracing on (GpuEngineOptions::trace, HostOptions::
-// trace) stamps every task's start and end: Executor::readTrace() gives the
-// last step's stamps as [SMs, most tasks on one SM, 2]. This file reads them
-// for `tile-run run --trace / --trace-out` and `tile-run profile`:
+// trace) stamps every task: Executor::readTrace() gives the last step's
+// stamps as [SMs, most tasks on one SM, TILEC_TRACE_WORDS] (TaskAbi.h: a
+// [begin, end] pair per warp role). This file reads them for `tile-run run
+// --trace / --trace-out` and `tile-run profile`:
 //  - forEachTaskSpan: the one walk over a trace (which stamps belong to which
 //    task of the manifest);
 //  - writeChromeTrace: a Chrome / Perfetto trace, one row per SM;
@@ -33,15 +34,25 @@ struct TaskSpan {
   int sm = 0;    // the SM (on the host executor: the SM's task list)
   int index = 0; // its position in the SM's list
   const TilecTask *task = nullptr;
-  uint64_t begin = 0, end = 0; // ns of the executor's clock
+  uint64_t begin = 0, end = 0; // compute role, ns of the executor's clock
+  /// sched role: its wait on the task's events; both 0 when not stamped or
+  /// the task waits on no event.
+  uint64_t waitBegin = 0, waitEnd = 0;
+  /// load role: its L2 prefetch of the task; both 0 when not stamped (the
+  /// load warp skipped the task, or the executor has no load role).
+  uint64_t loadBegin = 0, loadEnd = 0;
   uint64_t ns() const { return end - begin; }
+  bool waited() const { return waitBegin != 0; }
+  bool loaded() const { return loadBegin != 0; }
 };
 
-/// Calls `visit` for every task of `m` with stamps in `trace` (a step's
-/// trace: [SMs, T, 2] with T = trace.size() / 2 / SMs). A task without a
-/// start stamp (0: it did not run) or whose end precedes its start (cut off)
-/// is skipped. Throws tilec::Error when the trace is not [SMs, T, 2] for some
-/// T at least as long as every SM's list.
+/// Calls `visit` for every task of `m` with compute stamps in `trace` (a
+/// step's trace: [SMs, T, TILEC_TRACE_WORDS] with T = trace.size() /
+/// TILEC_TRACE_WORDS / SMs). A task without a compute start stamp (0: it did
+/// not run) or whose end precedes its start (cut off) is skipped; a sched or
+/// load pair that is missing, cut off, or (sched) of a task without waits is
+/// reported as 0, 0. Throws tilec::Error when the trace is not [SMs, T,
+/// TILEC_TRACE_WORDS] for some T at least as long as every SM's list.
 void forEachTaskSpan(const EngineManifest &m,
                      const std::vector<uint64_t> &trace,
                      const std::function<void(const TaskSpan &)> &visit);

@@ -62,12 +62,18 @@ EngineManifest smallManifest() {
   return m;
 }
 
-/// A trace of smallManifest: [3 SMs, 3 tasks, 2]; times in ns from `t0`.
+constexpr size_t W = TILEC_TRACE_WORDS;
+
+/// Word `word` of task k of SM sm in a trace with room for 3 tasks per SM.
+size_t at3(int sm, int k, int word) { return size_t(sm * 3 + k) * W + word; }
+
+/// A trace of smallManifest: [3 SMs, 3 tasks, TILEC_TRACE_WORDS] with compute
+/// stamps only; times in ns from `t0`.
 std::vector<uint64_t> smallTrace(uint64_t t0, uint64_t attention) {
-  std::vector<uint64_t> t(3 * 3 * 2, 0);
+  std::vector<uint64_t> t(3 * 3 * W, 0);
   auto stamp = [&](int sm, int k, uint64_t b, uint64_t e) {
-    t[size_t((sm * 3 + k) * 2)] = t0 + b;
-    t[size_t((sm * 3 + k) * 2 + 1)] = t0 + e;
+    t[at3(sm, k, TILEC_TRACE_COMPUTE_BEGIN)] = t0 + b;
+    t[at3(sm, k, TILEC_TRACE_COMPUTE_END)] = t0 + e;
   };
   // SM 0: busy [0, 2000) and [3000, 3000 + attention); SM 1: [0, 1000).
   stamp(0, 0, 0, 1000);
@@ -80,8 +86,8 @@ std::vector<uint64_t> smallTrace(uint64_t t0, uint64_t attention) {
 TEST(Profile, TaskSpansSkipUnstampedTasksAndCheckTheLayout) {
   EngineManifest m = smallManifest();
   std::vector<uint64_t> trace = smallTrace(1000, 1000);
-  trace[(1 * 3 + 0) * 2] = 0;     // SM 1's task did not run
-  trace[(0 * 3 + 1) * 2 + 1] = 5; // SM 0 task 1: cut off (end < start)
+  trace[at3(1, 0, TILEC_TRACE_COMPUTE_BEGIN)] = 0; // SM 1's task did not run
+  trace[at3(0, 1, TILEC_TRACE_COMPUTE_END)] = 5;   // SM 0 task 1: cut off
   std::vector<std::pair<int, int>> seen;
   forEachTaskSpan(m, trace, [&](const TaskSpan &s) {
     seen.push_back({s.sm, s.index});
@@ -94,9 +100,68 @@ TEST(Profile, TaskSpansSkipUnstampedTasksAndCheckTheLayout) {
   trace.pop_back();
   EXPECT_THROW(forEachTaskSpan(m, trace, [](const TaskSpan &) {}), Error);
   // Room for 2 tasks per SM, but SM 0 has 3.
-  EXPECT_THROW(forEachTaskSpan(m, std::vector<uint64_t>(3 * 2 * 2, 1),
+  EXPECT_THROW(forEachTaskSpan(m, std::vector<uint64_t>(3 * 2 * W, 1),
                                [](const TaskSpan &) {}),
                Error);
+  // The old layout (two stamps per task) is refused, not misread.
+  EXPECT_THROW(forEachTaskSpan(m, std::vector<uint64_t>(3 * 3 * 2, 1),
+                               [](const TaskSpan &) {}),
+               Error);
+}
+
+/// smallManifest with waits: SM 0's attention waits for 2 signals of event
+/// 0 ("ev.q"), SM 1's linear for 1 signal of event 0 and 1 of event 1.
+EngineManifest waitingManifest() {
+  EngineManifest m = smallManifest();
+  m.events = {{"ev.q", 3}, {"ev.other", 1}};
+  TilecTask &att = m.smTasks[0][2];
+  att.w[TILEC_W_WAIT0] = 0, att.w[TILEC_W_COUNT0] = 2;
+  TilecTask &lin = m.smTasks[1][0];
+  lin.w[TILEC_W_WAIT0] = 0, lin.w[TILEC_W_COUNT0] = 1;
+  lin.w[TILEC_W_WAIT1] = 1, lin.w[TILEC_W_COUNT1] = 1;
+  return m;
+}
+
+/// smallTrace(t0, 1000) (a 4 us step) with the other roles' stamps, in ns
+/// from t0: SM 0's attention waits [1000, 3000) (while task 1 computes);
+/// SM 1's linear waits from 500 ns before the step to 800 (only [0, 800) is
+/// in the step); SM 0's first task (no waits) has sched stamps that do not
+/// count. Loads on SM 0: task 1 in [100, 300), task 2 in [1100, 1300); SM
+/// 1's load is cut off (end before start).
+std::vector<uint64_t> rolesTrace(uint64_t t0) {
+  std::vector<uint64_t> t = smallTrace(t0, 1000);
+  auto pair = [&](int sm, int k, int word, uint64_t b, uint64_t e) {
+    t[at3(sm, k, word)] = b;
+    t[at3(sm, k, word + 1)] = e;
+  };
+  pair(0, 2, TILEC_TRACE_WAIT_BEGIN, t0 + 1000, t0 + 3000);
+  pair(1, 0, TILEC_TRACE_WAIT_BEGIN, t0 - 500, t0 + 800);
+  pair(0, 0, TILEC_TRACE_WAIT_BEGIN, t0, t0 + 50);
+  pair(0, 1, TILEC_TRACE_LOAD_BEGIN, t0 + 100, t0 + 300);
+  pair(0, 2, TILEC_TRACE_LOAD_BEGIN, t0 + 1100, t0 + 1300);
+  pair(1, 0, TILEC_TRACE_LOAD_BEGIN, t0 + 500, t0 + 400);
+  return t;
+}
+
+TEST(Profile, TaskSpansCarryTheSchedAndLoadRoles) {
+  EngineManifest m = waitingManifest();
+  std::map<std::pair<int, int>, TaskSpan> seen;
+  forEachTaskSpan(m, rolesTrace(1000), [&](const TaskSpan &s) {
+    seen[{s.sm, s.index}] = s;
+  });
+  ASSERT_EQ(seen.size(), 4u);
+  auto at = [&](int sm, int k) { return seen[std::make_pair(sm, k)]; };
+  EXPECT_FALSE(at(0, 0).waited()); // no waits: its stamps are dropped
+  EXPECT_EQ(at(0, 0).waitBegin, 0u);
+  EXPECT_FALSE(at(0, 0).loaded());
+  EXPECT_TRUE(at(0, 2).waited());
+  EXPECT_EQ(at(0, 2).waitBegin, 2000u);
+  EXPECT_EQ(at(0, 2).waitEnd, 4000u);
+  EXPECT_EQ(at(1, 0).waitBegin, 500u);
+  EXPECT_EQ(at(0, 1).loadBegin, 1100u);
+  EXPECT_EQ(at(0, 1).loadEnd, 1300u);
+  EXPECT_FALSE(at(1, 0).loaded()); // cut off
+  EXPECT_EQ(at(1, 0).loadEnd, 0u);
 }
 
 TEST(Profile, SummaryPerFamilyIdleAndPredictions) {
@@ -190,10 +255,10 @@ TEST(Profile, OutliersAreFurthestFromTheOverallRatio) {
   EngineManifest m = smallManifest();
   // The linears twice as slow as predicted, the attention twice as fast:
   // 7 us measured for 5 predicted, and the attention furthest from 1.4x.
-  std::vector<uint64_t> t(18, 0);
+  std::vector<uint64_t> t(3 * 3 * W, 0);
   auto stamp = [&](int sm, int k, uint64_t b, uint64_t e) {
-    t[size_t((sm * 3 + k) * 2)] = 100 + b;
-    t[size_t((sm * 3 + k) * 2 + 1)] = 100 + e;
+    t[at3(sm, k, TILEC_TRACE_COMPUTE_BEGIN)] = 100 + b;
+    t[at3(sm, k, TILEC_TRACE_COMPUTE_END)] = 100 + e;
   };
   stamp(0, 0, 0, 2000);
   stamp(0, 1, 2000, 4000);
@@ -225,7 +290,7 @@ TEST(Profile, WithoutEstimatesOrStampsItSaysSo) {
             std::string::npos);
   EXPECT_TRUE(profileSummaryJson(s)["predicted"].is_null());
   try {
-    summarizeProfile(m, {std::vector<uint64_t>(18, 0)}, {});
+    summarizeProfile(m, {std::vector<uint64_t>(3 * 3 * W, 0)}, {});
     ADD_FAILURE() << "a profile without stamps was summarized";
   } catch (const Error &e) {
     EXPECT_NE(std::string(e.what()).find("tracing on"), std::string::npos);
@@ -323,7 +388,7 @@ TEST(Timeline, TasksInTheirFamilyColourIdleInGreyAndALegend) {
     for (int x = 8; x < 8 + 6 * 11; ++x)
       ink += image.get(x, y) == 0;
   EXPECT_GT(ink, 40);
-  EXPECT_THROW(renderTimeline(m, std::vector<uint64_t>(18, 0)), Error);
+  EXPECT_THROW(renderTimeline(m, std::vector<uint64_t>(3 * 3 * W, 0)), Error);
   // Every family has its own colour.
   for (int a = 0; a < TILEC_TASK_FAMILY_COUNT; ++a)
     for (int b = a + 1; b < TILEC_TASK_FAMILY_COUNT; ++b)
@@ -349,26 +414,50 @@ TEST(HostTrace, EveryTaskStampedInItsListsOrderAfterWhatItWaitsFor) {
   for (const auto &list : m.smTasks)
     room = std::max(room, list.size());
   for (const std::vector<uint64_t> &trace : steps) {
-    ASSERT_EQ(trace.size(), m.smTasks.size() * room * 2);
-    int64_t stamped = 0;
+    ASSERT_EQ(trace.size(), m.smTasks.size() * room * W);
+    auto word = [&](const TaskSpan &s, int k, int w) {
+      return trace[(size_t(s.sm) * room + size_t(k)) * W + size_t(w)];
+    };
+    int64_t stamped = 0, waited = 0, withWaits = 0;
     // When each event's last signal came (its signallers' latest end).
     std::map<int64_t, uint64_t> signalled;
     forEachTaskSpan(m, trace, [&](const TaskSpan &s) {
       ++stamped;
       EXPECT_LE(s.begin, s.end);
+      // The sched role: every task waits from its list's previous task's
+      // end (the first from the step's start) until its waits are seen met,
+      // before it starts; no load role on the host.
+      EXPECT_NE(word(s, s.index, TILEC_TRACE_WAIT_BEGIN), 0u);
+      EXPECT_LE(word(s, s.index, TILEC_TRACE_WAIT_BEGIN),
+                word(s, s.index, TILEC_TRACE_WAIT_END));
+      EXPECT_LE(word(s, s.index, TILEC_TRACE_WAIT_END), s.begin);
+      EXPECT_EQ(word(s, s.index, TILEC_TRACE_LOAD_BEGIN), 0u);
+      EXPECT_EQ(word(s, s.index, TILEC_TRACE_LOAD_END), 0u);
+      EXPECT_FALSE(s.loaded());
       if (s.index > 0) { // after the SM's previous task
-        EXPECT_GE(s.begin,
-                  trace[(size_t(s.sm) * room + size_t(s.index) - 1) * 2 + 1]);
+        uint64_t previous = word(s, s.index - 1, TILEC_TRACE_COMPUTE_END);
+        EXPECT_GE(s.begin, previous);
+        EXPECT_EQ(word(s, s.index, TILEC_TRACE_WAIT_BEGIN), previous);
       }
+      bool waits =
+          s.task->w[TILEC_W_WAIT0] >= 0 || s.task->w[TILEC_W_WAIT1] >= 0;
+      withWaits += waits;
+      waited += s.waited();
+      EXPECT_EQ(s.waited(), waits);
       int64_t e = s.task->w[TILEC_W_SIGNAL];
       if (e >= 0)
         signalled[e] = std::max(signalled[e], s.end);
     });
     EXPECT_EQ(stamped, m.taskCount());
+    EXPECT_GT(withWaits, 0);
+    EXPECT_EQ(waited, withWaits);
     forEachTaskSpan(m, trace, [&](const TaskSpan &s) {
       for (int w : {TILEC_W_WAIT0, TILEC_W_WAIT1}) {
         if (s.task->w[w] >= 0) {
           EXPECT_GE(s.begin, signalled[s.task->w[w]])
+              << "SM " << s.sm << " task " << s.index;
+          // Its wait ended once the last signal it needs came, not before.
+          EXPECT_GE(s.waitEnd, signalled[s.task->w[w]])
               << "SM " << s.sm << " task " << s.index;
         }
       }
