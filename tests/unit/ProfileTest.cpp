@@ -1,9 +1,9 @@
 //===- ProfileTest.cpp - Traces, profile summaries, timelines, estimates --===//
 //
 // runtime/engine/Profile.h and Timeline.h on hand-made manifests and traces
-// whose answers are known (time per family, idle per SM, predicted against
-// measured, the outlier), and the host executor's per-task stamps on a whole
-// model engine.
+// whose answers are known (time per family, idle per SM, the sched and load
+// roles' shares, predicted against measured, the outlier), and the host
+// executor's per-task stamps on a whole model engine.
 //
 //===----------------------------------------------------------------------===//
 #include "HostEngineBuilder.h"
@@ -164,6 +164,82 @@ TEST(Profile, TaskSpansCarryTheSchedAndLoadRoles) {
   EXPECT_EQ(at(1, 0).loadEnd, 0u);
 }
 
+TEST(Profile, SummaryPerRole) {
+  EngineManifest m = waitingManifest();
+  ProfileSummary s = summarizeProfile(m, {rolesTrace(1000)},
+                                      {"dir", "gpu", "GPU 0", "globaltimer"});
+  ASSERT_EQ(s.sms.size(), 2u);
+  // sched: SM 0 waits 2 of 4 us; SM 1 0.8 of 4 (the part in the step).
+  EXPECT_NEAR(s.sms[0].schedWaitFraction, 0.5, 1e-12);
+  EXPECT_NEAR(s.sms[1].schedWaitFraction, 0.2, 1e-12);
+  EXPECT_NEAR(s.sms[0].schedWaitUs, 2.0, 1e-12);
+  const ProfileRole &sched = s.roles[int(TraceRole::Sched)];
+  EXPECT_TRUE(sched.recorded);
+  EXPECT_EQ(sched.role, TraceRole::Sched);
+  EXPECT_NEAR(sched.mean, 0.35, 1e-12);
+  EXPECT_NEAR(sched.min, 0.2, 1e-12);
+  EXPECT_NEAR(sched.max, 0.5, 1e-12);
+  EXPECT_EQ(sched.spansPerStep, 2);
+  // load: SM 0 prefetches 0.4 of 4 us, SM 1 nothing (its pair is cut off).
+  EXPECT_NEAR(s.sms[0].loadFraction, 0.1, 1e-12);
+  EXPECT_NEAR(s.sms[1].loadFraction, 0.0, 1e-12);
+  const ProfileRole &load = s.roles[int(TraceRole::Load)];
+  EXPECT_NEAR(load.mean, 0.05, 1e-12);
+  EXPECT_NEAR(load.max, 0.1, 1e-12);
+  EXPECT_EQ(load.spansPerStep, 2);
+  // compute: idle 1 - 3/4 and 1 - 1/4, as without the other roles.
+  const ProfileRole &compute = s.roles[int(TraceRole::Compute)];
+  EXPECT_NEAR(compute.mean, 0.5, 1e-12);
+  EXPECT_DOUBLE_EQ(s.idleMean, compute.mean);
+  EXPECT_EQ(compute.spansPerStep, 4);
+
+  std::string text = formatProfileSummary(s);
+  for (const char *want :
+       {"per warp role (share of the step on an SM, mean over steps; mean, "
+        "min and max over the 2 SMs with tasks):\n",
+        "  sched: waiting on events 35.0% (min 20.0%, max 50.0%); 2 waits per "
+        "step\n",
+        "  load: prefetching 5.0% (min 0.0%, max 10.0%); 2 prefetches per "
+        "step\n",
+        "  compute: idle 50.0% (min 25.0%, max 75.0%); 4 tasks per step\n",
+        "(sched: sched warp: from the start", "(load: load warp: issuing"})
+    EXPECT_NE(text.find(want), std::string::npos) << want << "\n" << text;
+
+  nlohmann::json j = profileSummaryJson(s);
+  EXPECT_EQ(j["idle"]["recorded_roles"],
+            nlohmann::json::array({"sched", "load", "compute"}));
+  EXPECT_DOUBLE_EQ(j["roles"]["sched"]["mean"].get<double>(), s.roles[0].mean);
+  EXPECT_EQ(j["roles"]["sched"]["measure"], "waiting on events");
+  EXPECT_EQ(j["roles"]["load"]["spans_per_step"], 2);
+  EXPECT_EQ(j["roles"]["compute"]["measure"], "idle");
+  EXPECT_NEAR(j["idle"]["per_sm"][1]["sched_wait_fraction"].get<double>(), 0.2,
+              1e-12);
+  EXPECT_NEAR(j["idle"]["per_sm"][0]["load_fraction"].get<double>(), 0.1,
+              1e-12);
+
+  // An executor without a load role (the host executor's): not recorded,
+  // said so, and no numbers for it.
+  ProfileSource host{"dir", "host", "CPU", "steady_clock"};
+  host.loadStamped = false;
+  s = summarizeProfile(m, {rolesTrace(1000)}, host);
+  EXPECT_FALSE(s.roles[int(TraceRole::Load)].recorded);
+  EXPECT_EQ(s.roles[int(TraceRole::Load)].mean, 0);
+  text = formatProfileSummary(s);
+  EXPECT_NE(text.find("  load: not recorded: the host executor has no load "
+                      "role\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("(sched: host executor: a task waits from becoming"),
+            std::string::npos)
+      << text;
+  j = profileSummaryJson(s);
+  EXPECT_EQ(j["roles"]["load"]["recorded"], false);
+  EXPECT_FALSE(j["roles"]["load"].contains("mean"));
+  EXPECT_FALSE(j["idle"]["per_sm"][0].contains("load_fraction"));
+  EXPECT_EQ(j["idle"]["recorded_roles"],
+            nlohmann::json::array({"sched", "compute"}));
+}
+
 TEST(Profile, SummaryPerFamilyIdleAndPredictions) {
   EngineManifest m = smallManifest();
   // Two steps, far apart in time; the attention takes 1 us then 3 us.
@@ -236,7 +312,8 @@ TEST(Profile, SummaryPerFamilyIdleAndPredictions) {
         "steps: 2 traced, 4 tasks each (4 stamped)",
         "median 6.0 us, min 4.0 us, max 6.0 us", "bytes per step: 3.4 KiB",
         "per task family", "per op (2 of 2, by time)", "1 SMs have none",
-        "compute warps only", "predicted vs measured (tilec's roofline",
+        "compute warps: a task is busy",
+        "predicted vs measured (tilec's roofline",
         "step: predicted 4.00 us, measured 6.0 us (median): 1.50x",
         "worst tasks"})
     EXPECT_NE(text.find(want), std::string::npos) << want << "\n" << text;
@@ -246,7 +323,11 @@ TEST(Profile, SummaryPerFamilyIdleAndPredictions) {
   EXPECT_EQ(j["families"].size(), 2u);
   EXPECT_EQ(j["ops"][0]["name"], "q");
   EXPECT_EQ(j["idle"]["per_sm"].size(), 2u);
-  EXPECT_EQ(j["idle"]["recorded_roles"], nlohmann::json::array({"compute"}));
+  // The GPU stamps every role; this trace has no waits or prefetches, so
+  // both are recorded at 0%.
+  EXPECT_EQ(j["idle"]["recorded_roles"],
+            nlohmann::json::array({"sched", "load", "compute"}));
+  EXPECT_EQ(j["roles"]["sched"]["mean"], 0.0);
   EXPECT_DOUBLE_EQ(j["predicted"]["step_measured_over_predicted"].get<double>(),
                    1.5);
 }
@@ -310,21 +391,25 @@ TEST(Profile, ChromeTraceHasARowPerSmAndASlicePerTask) {
   fs::path path =
       fs::temp_directory_path() /
       ("tilec-profile-trace-" + std::to_string(::getpid()) + ".json");
-  int64_t slices =
+  // Compute stamps only: no sched or load tracks.
+  TraceSlices slices =
       writeChromeTrace(m, {smallTrace(1000, 1000), smallTrace(9000, 1000)},
                        path.string(), "GPU globaltimer");
-  EXPECT_EQ(slices, 8);
+  EXPECT_EQ(slices.compute, 8);
+  EXPECT_EQ(slices.total(), 8);
   std::ifstream in(path);
   nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
   ASSERT_FALSE(j.is_discarded());
-  int x = 0, threads = 0;
+  int x = 0;
+  std::map<int, std::string> threads;
   double lastAttention = -1;
   for (const nlohmann::json &e : j["traceEvents"]) {
     if (e["ph"] == "M" && e["name"] == "thread_name")
-      ++threads;
+      threads[e["tid"].get<int>()] = e["args"]["name"];
     if (e["ph"] != "X")
       continue;
     ++x;
+    EXPECT_EQ(e["args"]["role"], "compute");
     if (e["name"] == "attn") {
       EXPECT_EQ(e["cat"], "attention");
       EXPECT_EQ(e["tid"], 0);
@@ -335,7 +420,9 @@ TEST(Profile, ChromeTraceHasARowPerSmAndASlicePerTask) {
     }
   }
   EXPECT_EQ(x, 8);
-  EXPECT_EQ(threads, 3);
+  EXPECT_EQ(threads, (std::map<int, std::string>{{0, "SM 0 compute"},
+                                                 {1, "SM 1 compute"},
+                                                 {2, "SM 2 compute"}}));
   // Relative to the first stamp: the second step's attention at 8 + 3 us.
   EXPECT_DOUBLE_EQ(lastAttention, 11.0);
   EXPECT_EQ(j["otherData"]["clock"], "GPU globaltimer");
@@ -343,6 +430,76 @@ TEST(Profile, ChromeTraceHasARowPerSmAndASlicePerTask) {
   EXPECT_THROW(
       writeChromeTrace(m, {smallTrace(1, 1)}, "/nonexistent/t.json", "c"),
       Error);
+}
+
+TEST(Profile, ChromeTraceHasATrackPerRolePerSm) {
+  EngineManifest m = waitingManifest();
+  fs::path path =
+      fs::temp_directory_path() /
+      ("tilec-profile-roles-" + std::to_string(::getpid()) + ".json");
+  TraceSlices slices =
+      writeChromeTrace(m, {rolesTrace(1000)}, path.string(), "GPU globaltimer");
+  EXPECT_EQ(slices.compute, 4);
+  EXPECT_EQ(slices.sched, 2); // the tasks with waits
+  EXPECT_EQ(slices.load, 2);  // not the cut-off one
+  std::ifstream in(path);
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  ASSERT_FALSE(j.is_discarded());
+  // Tracks: compute tid = SM, sched 3 + SM, load 6 + SM; sorted SM by SM as
+  // sched, load, compute.
+  std::map<int, std::string> names;
+  std::map<int, int> order;
+  for (const nlohmann::json &e : j["traceEvents"]) {
+    if (e["ph"] != "M")
+      continue;
+    if (e["name"] == "thread_name")
+      names[e["tid"].get<int>()] = e["args"]["name"];
+    if (e["name"] == "thread_sort_index")
+      order[e["tid"].get<int>()] = e["args"]["sort_index"].get<int>();
+  }
+  EXPECT_EQ(names.size(), 9u);
+  EXPECT_EQ(names[1], "SM 1 compute");
+  EXPECT_EQ(names[4], "SM 1 sched");
+  EXPECT_EQ(names[7], "SM 1 load");
+  EXPECT_EQ(order[4], 3); // SM 1 sched
+  EXPECT_EQ(order[7], 4); // SM 1 load
+  EXPECT_EQ(order[1], 5); // SM 1 compute
+  EXPECT_EQ(order[0], 2);
+  // The first stamp is SM 1's wait (500 ns before the first task).
+  int sched = 0, load = 0;
+  for (const nlohmann::json &e : j["traceEvents"]) {
+    if (e["ph"] != "X")
+      continue;
+    EXPECT_GE(e["ts"].get<double>(), 0.0);
+    if (e["args"]["role"] == "sched") {
+      ++sched;
+      EXPECT_EQ(e["cat"], "sched");
+      if (e["tid"] == 3) { // SM 0's attention waits [1, 3) us after t0
+        EXPECT_EQ(e["name"], "attn");
+        EXPECT_DOUBLE_EQ(e["ts"].get<double>(), 1.5);
+        EXPECT_DOUBLE_EQ(e["dur"].get<double>(), 2.0);
+        EXPECT_EQ(e["args"]["waits"], "ev.q >= 2");
+        EXPECT_EQ(e["args"]["family"], "attention");
+      } else {
+        EXPECT_EQ(e["tid"], 4);
+        EXPECT_DOUBLE_EQ(e["ts"].get<double>(), 0.0);
+        EXPECT_EQ(e["args"]["waits"], "ev.q >= 1, ev.other >= 1");
+      }
+    }
+    if (e["args"]["role"] == "load") {
+      ++load;
+      EXPECT_EQ(e["cat"], "load");
+      EXPECT_EQ(e["tid"], 6);
+      EXPECT_DOUBLE_EQ(e["dur"].get<double>(), 0.2);
+      EXPECT_TRUE(e["args"].contains("bytes"));
+    }
+    if (e["args"]["role"] == "compute" && e["name"] == "attn") {
+      EXPECT_DOUBLE_EQ(e["ts"].get<double>(), 3.5);
+    }
+  }
+  EXPECT_EQ(sched, 2);
+  EXPECT_EQ(load, 2);
+  fs::remove(path);
 }
 
 TEST(Timeline, TasksInTheirFamilyColourIdleInGreyAndALegend) {
@@ -394,6 +551,41 @@ TEST(Timeline, TasksInTheirFamilyColourIdleInGreyAndALegend) {
     for (int b = a + 1; b < TILEC_TASK_FAMILY_COUNT; ++b)
       EXPECT_NE(familyColor(TilecTaskFamily(a)),
                 familyColor(TilecTaskFamily(b)));
+}
+
+TEST(Timeline, SchedWaitsAreABandAlongTheRowsBottom) {
+  EngineManifest m = waitingManifest();
+  TimelineLayout L;
+  RgbImage image = renderTimeline(m, rolesTrace(1000), {}, &L);
+  // The span is the compute role's 4 us; SM 0's attention waits in [1, 3).
+  auto at = [&](int sm, double us, bool bottom) {
+    double frac = us / (double(L.t1 - L.t0) / 1e3);
+    int y = L.rowsY + sm * L.rowHeight +
+            (bottom ? L.rowHeight - 2 : L.rowHeight / 2 - 1);
+    return image.get(L.plotX + int(frac * L.plotWidth), y);
+  };
+  EXPECT_EQ(L.t1 - L.t0, 4000u);
+  EXPECT_EQ(at(0, 1.5, true), kTimelineWait);
+  EXPECT_EQ(at(0, 2.5, true), kTimelineWait); // over the idle gap too
+  EXPECT_EQ(at(0, 1.5, false), familyColor(TILEC_TASK_LINEAR));
+  EXPECT_EQ(at(0, 3.5, true), familyColor(TILEC_TASK_ATTENTION));
+  EXPECT_EQ(at(0, 0.5, true), familyColor(TILEC_TASK_LINEAR)); // no waits
+  // SM 1 waits until 0.8 us (clipped to the step's start).
+  EXPECT_EQ(at(1, 0.5, true), kTimelineWait);
+  EXPECT_EQ(at(1, 0.5, false), familyColor(TILEC_TASK_LINEAR));
+  EXPECT_EQ(at(1, 2.0, true), kTimelineIdle);
+  int swatch = 0;
+  for (int y = L.legendY; y < image.height; ++y)
+    for (int x = 0; x < image.width; ++x)
+      swatch += image.get(x, y) == kTimelineWait;
+  EXPECT_EQ(swatch, 80);
+  // Without waits, no band and no legend entry.
+  image = renderTimeline(m, smallTrace(1000, 1000), {}, &L);
+  int band = 0;
+  for (int y = 0; y < image.height; ++y)
+    for (int x = 0; x < image.width; ++x)
+      band += image.get(x, y) == kTimelineWait;
+  EXPECT_EQ(band, 0);
 }
 
 TEST(HostTrace, EveryTaskStampedInItsListsOrderAfterWhatItWaitsFor) {
@@ -463,10 +655,23 @@ TEST(HostTrace, EveryTaskStampedInItsListsOrderAfterWhatItWaitsFor) {
       }
     });
   }
-  ProfileSummary s = summarizeProfile(m, steps, {"d", "host", "CPU", "c"});
+  ProfileSource source{"d", "host", "CPU", "c"};
+  source.loadStamped = false;
+  ProfileSummary s = summarizeProfile(m, steps, source);
   EXPECT_EQ(s.steps, 3);
   EXPECT_EQ(s.stampedPerStep, m.taskCount());
   EXPECT_GT(s.stepUsMedian, 0);
+  // One worker thread: at any time one list computes and the others wait
+  // on events or for the thread, so the roles' shares are real numbers.
+  const ProfileRole &sched = s.roles[int(TraceRole::Sched)];
+  EXPECT_TRUE(sched.recorded);
+  EXPECT_GT(sched.mean, 0);
+  EXPECT_LE(sched.max, 1);
+  EXPECT_GT(sched.spansPerStep, 0);
+  EXPECT_FALSE(s.roles[int(TraceRole::Load)].recorded);
+  EXPECT_GT(s.roles[int(TraceRole::Compute)].mean, 0);
+  for (const ProfileSm &p : s.sms) // waiting and computing do not overlap
+    EXPECT_LE(p.schedWaitFraction, p.idleFraction + 1e-9) << "SM " << p.sm;
 
   // Tracing off: no stamps.
   HostExecutor quiet(m, WeightSourceSpec::synthetic(0), HostOptions());
