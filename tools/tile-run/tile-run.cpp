@@ -1113,7 +1113,8 @@ int main(int argc, char **argv) {
       ->check(CLI::IsMember({"megakernel", "per-op"}));
   run->add_option("--trace-out", runOptions.traceOut,
                   "GPU: write the last step's per-task stamps as a Chrome / "
-                  "Perfetto trace (JSON, one row per SM)");
+                  "Perfetto trace (JSON, a sched, load and compute track per "
+                  "SM)");
   run->add_option("--corrupt-drafts", runOptions.corruptEvery,
                   "With --oracle-draft: make every K-th oracle token wrong, so "
                   "that steps accept partial blocks (0: none)")
