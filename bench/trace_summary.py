@@ -5,7 +5,11 @@ Prints, for the step's span (first task start to last task end on any SM):
   * per op: tasks, SMs used, busy time summed over its tasks, its own span;
   * per task family: busy time and share of all SM time;
   * idle: the fraction of SM x span that no task ran (waits on events, hand-over,
-    the tail after an SM's last task), overall and its distribution over SMs.
+    the tail after an SM's last task), overall and its distribution over SMs;
+  * the other warp roles, when the trace has their tracks (args.role "sched":
+    the sched warp waiting on a task's events; "load": the load warp issuing a
+    task's L2 prefetches): their share of the span per SM (mean, min, max over
+    the SMs with tasks).
 With --png, draws the timeline (one row per SM, tasks coloured by family; idle gaps
 show as white), which needs matplotlib.
 
@@ -18,10 +22,31 @@ import statistics
 
 
 def load(path):
+    """The compute role's slices (the tasks), and the other roles' by role."""
     events = [e for e in json.load(open(path))["traceEvents"] if e.get("ph") == "X"]
-    if not events:
+    tasks = [e for e in events if e.get("args", {}).get("role", "compute") == "compute"]
+    if not tasks:
         raise SystemExit(f"{path}: no task slices (was the engine run with --trace-out?)")
-    return events
+    roles = collections.defaultdict(list)
+    for e in events:
+        role = e.get("args", {}).get("role", "compute")
+        if role != "compute":
+            roles[role].append(e)
+    return tasks, roles
+
+
+def role_shares(roles, events, span, t0):
+    """Per role: its time inside the step on each SM with tasks, as a share."""
+    sms = sorted({e["args"].get("sm", e["tid"]) for e in events})
+    t1 = t0 + span
+    out = {}
+    for role, slices in roles.items():
+        per_sm = collections.Counter()
+        for e in slices:
+            b, end = max(e["ts"], t0), min(e["ts"] + e["dur"], t1)
+            per_sm[e["args"]["sm"]] += max(end - b, 0.0)
+        out[role] = [per_sm[s] / span for s in sms]
+    return out
 
 
 def summarize(events):
@@ -53,13 +78,20 @@ def main():
     ap.add_argument("--png")
     ap.add_argument("--title", default="")
     args = ap.parse_args()
-    events = load(args.trace)
+    events, roles = load(args.trace)
     span, sms, ops, families, idle, t0 = summarize(events)
     total = span * len(sms)
     print(f"step span {span:.1f} us over {len(sms)} SMs, {len(events)} tasks")
     print(f"idle (no task running) {100 * statistics.mean(idle):.1f}% of SM time; "
           f"per SM min {100 * min(idle):.1f}%, median {100 * statistics.median(idle):.1f}%, "
           f"max {100 * max(idle):.1f}%")
+    shares = role_shares(roles, events, span, t0)
+    for role, what in (("sched", "waiting on events"), ("load", "prefetching")):
+        if role in shares:
+            v = shares[role]
+            print(f"{role}: {what} {100 * statistics.mean(v):.1f}% of the step per SM; "
+                  f"min {100 * min(v):.1f}%, max {100 * max(v):.1f}% "
+                  f"({len(roles[role])} slices)")
     print("\nby family:            busy us   share of SM time")
     for fam, busy in families.most_common():
         print(f"  {fam:18s} {busy:10.1f}   {100 * busy / total:5.1f}%")

@@ -197,10 +197,24 @@ typedef struct TilecStepParams {
   unsigned long long *events;           /* monotonic counters                 */
   const unsigned int *signals_per_step; /* per event                          */
   unsigned long long step;              /* 0-based: targets = step * per + n  */
-  unsigned long long *trace;            /* [sms, max tasks, 2] or null        */
+  unsigned long long *trace;            /* TILEC_TRACE_WORDS a task, or null  */
   int *report;                          /* host-mapped hang/fault report      */
   unsigned long long watchdog_ns;       /* 0: no watchdog                     */
 } TilecStepParams;
+
+/* The trace (TilecStepParams::trace): TILEC_TRACE_WORDS stamps per task, laid
+ * out [sms, max tasks per SM, TILEC_TRACE_WORDS] (a task at its index in its
+ * SM's list), in ns of the executor's clock (globaltimer on the GPU); 0 = not
+ * stamped. This is the one place that fixes the layout: the device library
+ * writes it, the runtime allocates and reads it, the host executor fills the
+ * same layout. A role that does not stamp a task leaves its pair 0. */
+#define TILEC_TRACE_WORDS 6
+#define TILEC_TRACE_COMPUTE_BEGIN 0 /* compute: the task handed over     */
+#define TILEC_TRACE_COMPUTE_END 1   /* compute: its event signalled      */
+#define TILEC_TRACE_WAIT_BEGIN 2    /* sched: starts waiting on events   */
+#define TILEC_TRACE_WAIT_END 3      /* sched: its waits satisfied        */
+#define TILEC_TRACE_LOAD_BEGIN 4    /* load: starts its L2 prefetch      */
+#define TILEC_TRACE_LOAD_END 5      /* load: issued (0, 0: skipped)      */
 
 /* The hang report the watchdog writes (ints of TilecStepParams::report). */
 enum TilecReport {

@@ -275,7 +275,7 @@ void GpuEngine::Impl::checkDevice() {
   for (const auto &list : m.smTasks)
     maxTasks = std::max<int64_t>(maxTasks, int64_t(list.size()));
   if (opt.trace)
-    traceBytes = m.sms * maxTasks * 16;
+    traceBytes = m.sms * maxTasks * TILEC_TRACE_WORDS * 8;
   int64_t need = m.weightBytes + m.kvBytes + m.arenaBytes + tables + traceBytes;
   size_t freeBytes = 0, totalBytes = 0;
   check(d->cuMemGetInfo(&freeBytes, &totalBytes), "cuMemGetInfo");
@@ -437,7 +437,7 @@ void GpuEngine::Impl::allocate() {
   tasks = alloc(m.taskCount() * int64_t(sizeof(TilecTask)), "task table");
   smBegin = alloc((m.sms + 1) * 4, "per-SM task index");
   if (opt.trace)
-    trace = alloc(m.sms * maxTasks * 16, "trace buffer");
+    trace = alloc(m.sms * maxTasks * TILEC_TRACE_WORDS * 8, "trace buffer");
   if (opt.perOpLaunch)
     groupTasks =
         alloc(m.taskCount() * int64_t(sizeof(TilecTask)), "per-op task table");
@@ -881,8 +881,9 @@ void GpuEngine::Impl::launchStep(const std::vector<Copy> &in,
                                  c.bytes, s.stream),
           "copying the step's inputs");
   if (s.trace) // a task that does not run leaves no stale stamps
-    check(s.d->cuMemsetD8Async(s.trace, 0, size_t(m.sms * s.maxTasks * 16),
-                               s.stream),
+    check(s.d->cuMemsetD8Async(
+              s.trace, 0, size_t(m.sms * s.maxTasks * TILEC_TRACE_WORDS * 8),
+              s.stream),
           "clearing the trace buffer");
   check(s.d->cuEventRecord(s.start, s.stream), "cuEventRecord");
   if (s.opt.perOpLaunch) {
@@ -995,7 +996,7 @@ std::vector<uint64_t> GpuEngine::readTrace() const {
   if (!s.trace)
     return out;
   s.current();
-  out.resize(size_t(s.m.sms * s.maxTasks * 2));
+  out.resize(size_t(s.m.sms * s.maxTasks * TILEC_TRACE_WORDS));
   if (!out.empty())
     s.check(s.d->cuMemcpyDtoH(out.data(), s.trace, out.size() * 8),
             "reading the trace buffer");

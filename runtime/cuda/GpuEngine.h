@@ -79,7 +79,8 @@ struct GpuEngineOptions {
   bool useCache = true;
   /// Progress on stderr (NVRTC, weight upload) when it is a terminal.
   bool progress = true;
-  /// Per-task globaltimer stamps (TilecStepParams::trace).
+  /// Per-task globaltimer stamps of the three roles (TilecStepParams::trace;
+  /// not in the per-op launch mode).
   bool trace = false;
   /// The one-kernel-per-op baseline: each step is one launch per task group
   /// (launchGroups: the tasks of one op or fused op), one CTA per task, with
@@ -139,8 +140,11 @@ public:
   /// Steps launched since load (the event epoch of the next one).
   uint64_t stepsRun() const;
 
-  /// The trace buffer: [sms, max tasks per SM, 2] globaltimer stamps (start,
-  /// end) of the last step; empty unless options.trace.
+  /// The trace buffer: [sms, max tasks per SM, TILEC_TRACE_WORDS]
+  /// globaltimer stamps of the last step (TaskAbi.h: the compute role's
+  /// start and end, the sched warp's wait on the task's events, the load
+  /// warp's prefetch; 0 where a role did not stamp it); empty unless
+  /// options.trace. The per-op launch mode stamps nothing (all 0).
   std::vector<uint64_t> readTrace() const override;
   /// `bytes` of the weight region from `offset` (tests compare it with the
   /// host's WeightPacker).

@@ -21,17 +21,20 @@
 // One CTA per SM (grid = SMs, TILEC_THREADS threads, TILEC_SMEM_BYTES of
 // dynamic shared memory) walks tasks [sm_begin[b], sm_begin[b + 1]). Roles:
 //  - sched (warp 0): copies the next record into shared memory and waits on
-//    its events while the compute warps still run the previous task, then
-//    hands it over (named barrier kBarGo) and stamps its start;
+//    its events while the compute warps still run the previous task (stamps:
+//    the wait's start and its end), then hands it over (named barrier kBarGo)
+//    and stamps the compute start;
 //  - load (warp 1): for the task after the one computing, asks L2 for its
 //    weight bytes (weights never depend on activations; MoE tasks, whose
 //    expert comes from the router, only once their inputs are ready), so that
-//    weights stream in while the CTA waits for activations;
+//    weights stream in while the CTA waits for activations (stamps: before and
+//    after it issues the prefetches; none for a task it skips);
 //  - compute (warps 2..): run the body (every Dispatch call with
 //    ctx.prefetch = false), then one thread signals the task's event after all
 //    their stores and stamps the end.
 // A watchdog in the waits turns a hang into a report and stops every CTA.
-// Trace stamps: trace_slot() below.
+// Trace stamps (only when p.trace is not null): trace_slot() below, the words
+// of a task's slot are TaskAbi.h's TILEC_TRACE_*.
 //
 //===----------------------------------------------------------------------===//
 #pragma once
@@ -48,16 +51,18 @@
 namespace tilec {
 namespace detail {
 
-/// Where task i (the SM's n-th) stamps its start (+1: its end). With
-/// TILEC_MAX_TASKS (the runtime defines it) TaskAbi.h's [sms, max tasks, 2];
-/// without, the task's index in the whole table.
+/// Task i's (the SM's n-th) TILEC_TRACE_WORDS stamps (TaskAbi.h's
+/// TILEC_TRACE_* index them). With TILEC_MAX_TASKS (the runtime defines it)
+/// TaskAbi.h's [sms, max tasks, TILEC_TRACE_WORDS]; without, the task's index
+/// in the whole table.
 __device__ __forceinline__ u64 *trace_slot(const TilecStepParams &p, int i,
                                            int begin) {
 #ifdef TILEC_MAX_TASKS
-  return p.trace + (i64(blockIdx.x) * TILEC_MAX_TASKS + (i - begin)) * 2;
+  return p.trace +
+         (i64(blockIdx.x) * TILEC_MAX_TASKS + (i - begin)) * TILEC_TRACE_WORDS;
 #else
   (void)begin;
-  return p.trace + i64(i) * 2;
+  return p.trace + i64(i) * TILEC_TRACE_WORDS;
 #endif
 }
 
@@ -121,6 +126,9 @@ __device__ __forceinline__ void run_megakernel(const TilecStepParams &p) {
       if (lane == 0) {
         ctx.task = i - begin;
         ctx.op = slot.w[TILEC_W_OP];
+        u64 *stamps = p.trace ? detail::trace_slot(p, i, begin) : nullptr;
+        if (stamps)
+          stamps[TILEC_TRACE_WAIT_BEGIN] = globaltimer();
 #pragma unroll
         for (int k = 0; k < 2; ++k) {
           const i64 e = slot.w[TILEC_W_WAIT0 + 2 * k];
@@ -129,6 +137,8 @@ __device__ __forceinline__ void run_megakernel(const TilecStepParams &p) {
                             p.step * u64(p.signals_per_step[e]) +
                                 u64(slot.w[TILEC_W_COUNT0 + 2 * k]));
         }
+        if (stamps && ok)
+          stamps[TILEC_TRACE_WAIT_END] = globaltimer();
         if (ok)
           detail::st_flag(&s_ready, i);
         else
@@ -141,7 +151,8 @@ __device__ __forceinline__ void run_megakernel(const TilecStepParams &p) {
       if (lane == 0) {
         detail::st_flag(&s_started, i);
         if (p.trace)
-          detail::trace_slot(p, i, begin)[0] = globaltimer();
+          detail::trace_slot(p, i, begin)[TILEC_TRACE_COMPUTE_BEGIN] =
+              globaltimer();
       }
     }
   } else if (warp == kLoadWarp) {
@@ -167,7 +178,15 @@ __device__ __forceinline__ void run_megakernel(const TilecStepParams &p) {
       }
       Ctx ctx = ctx0;
       ctx.task = i - begin;
+      u64 *stamps = p.trace ? detail::trace_slot(p, i, begin) : nullptr;
+      if (stamps && lane == 0)
+        stamps[TILEC_TRACE_LOAD_BEGIN] = globaltimer();
       Dispatch::run(__ldg(&t.w[TILEC_W_INSTANCE]), t, ctx);
+      if (stamps) {
+        __syncwarp(); // every lane has issued its share
+        if (lane == 0)
+          stamps[TILEC_TRACE_LOAD_END] = globaltimer();
+      }
     }
   } else {
     Ctx ctx = detail::make_ctx(p, tilec_dynamic_smem, false);
@@ -187,7 +206,8 @@ __device__ __forceinline__ void run_megakernel(const TilecStepParams &p) {
         if (e >= 0)
           signal_event(ctx, int(e));
         if (p.trace)
-          detail::trace_slot(p, i, begin)[1] = globaltimer();
+          detail::trace_slot(p, i, begin)[TILEC_TRACE_COMPUTE_END] =
+              globaltimer();
       }
     }
   }
@@ -199,7 +219,9 @@ __device__ __forceinline__ void run_megakernel(const TilecStepParams &p) {
 /// p.tasks[first + b] with the compute warps only: no sched or load role, no
 /// persistence across tasks, no prefetch of the next task's weights. The task's
 /// event is still signalled so that the counters stay those of the persistent
-/// kernel (an engine can switch modes between steps).
+/// kernel (an engine can switch modes between steps). Nothing is stamped: the
+/// runtime launches this mode with p.trace null (there are no sched or load
+/// roles to stamp, and the launches' order, not waits, orders the tasks).
 template <typename Dispatch>
 __device__ __forceinline__ void run_one_task(const TilecStepParams &p,
                                              int first) {

@@ -48,9 +48,11 @@ public:
   virtual void launch(const std::string &readBack = "", void *dst = nullptr,
                       int64_t bytes = 0) = 0;
   /// The per-task time stamps of the last step, when the executor was made
-  /// with tracing on (empty otherwise): [SMs, most tasks on one SM, 2] of
-  /// (start, end) in ns of the executor's clock (the GPU's globaltimer, the
-  /// host's steady_clock); 0 where a task did not run. Profile.h reads it.
+  /// with tracing on (empty otherwise): [SMs, most tasks on one SM,
+  /// TILEC_TRACE_WORDS] (TaskAbi.h: a (start, end) pair per warp role) in ns
+  /// of the executor's clock (the GPU's globaltimer, the host's
+  /// steady_clock); 0 where a task did not run or a role did not stamp it.
+  /// Profile.h reads it.
   virtual std::vector<uint64_t> readTrace() const { return {}; }
   /// Forgets the sequence (the next step may start at position 0 again).
   /// Executors whose KV cache needs no reset (positions overwrite their

@@ -14,25 +14,49 @@
 
 namespace tilec {
 
+const char *roleName(TraceRole role) {
+  switch (role) {
+  case TraceRole::Sched:
+    return "sched";
+  case TraceRole::Load:
+    return "load";
+  case TraceRole::Compute:
+    break;
+  }
+  return "compute";
+}
+
 void forEachTaskSpan(const EngineManifest &m,
                      const std::vector<uint64_t> &trace,
                      const std::function<void(const TaskSpan &)> &visit) {
   if (trace.empty())
     return;
-  const size_t sms = m.smTasks.size();
-  if (sms == 0 || trace.size() % (2 * sms) != 0)
-    fail("trace: {} stamps do not make [{} SMs, tasks, 2]", trace.size(), sms);
-  const size_t room = trace.size() / 2 / sms;
+  const size_t sms = m.smTasks.size(), words = TILEC_TRACE_WORDS;
+  if (sms == 0 || trace.size() % (words * sms) != 0)
+    fail("trace: {} stamps do not make [{} SMs, tasks, {}]", trace.size(), sms,
+         words);
+  const size_t room = trace.size() / words / sms;
+  // A [begin, end] pair of a role, or 0, 0 when missing or cut off.
+  auto pair = [](const uint64_t *w, int b, uint64_t &begin, uint64_t &end) {
+    begin = w[b], end = w[b + 1];
+    if (begin == 0 || end < begin)
+      begin = end = 0;
+  };
   for (size_t sm = 0; sm < sms; ++sm) {
     if (m.smTasks[sm].size() > room)
       fail("trace: SM {} has {} tasks but the trace room for {}", sm,
            m.smTasks[sm].size(), room);
     for (size_t k = 0; k < m.smTasks[sm].size(); ++k) {
-      uint64_t b = trace[(sm * room + k) * 2],
-               e = trace[(sm * room + k) * 2 + 1];
-      if (b == 0 || e < b)
+      const uint64_t *w = &trace[(sm * room + k) * words];
+      TaskSpan s;
+      s.sm = int(sm), s.index = int(k), s.task = &m.smTasks[sm][k];
+      pair(w, TILEC_TRACE_COMPUTE_BEGIN, s.begin, s.end);
+      if (s.begin == 0)
         continue;
-      visit({int(sm), int(k), &m.smTasks[sm][k], b, e});
+      if (s.task->w[TILEC_W_WAIT0] >= 0 || s.task->w[TILEC_W_WAIT1] >= 0)
+        pair(w, TILEC_TRACE_WAIT_BEGIN, s.waitBegin, s.waitEnd);
+      pair(w, TILEC_TRACE_LOAD_BEGIN, s.loadBegin, s.loadEnd);
+      visit(s);
     }
   }
 }
@@ -67,40 +91,107 @@ const char *familyOf(const TilecTask &t) {
   return familyName(TilecTaskFamily(t.w[TILEC_W_FAMILY]));
 }
 
-/// The first stamp of any step (times in traces are relative to it).
+/// The first stamp of any role in any step (times in traces are relative to
+/// it).
 uint64_t firstStamp(const EngineManifest &m,
                     const std::vector<std::vector<uint64_t>> &steps) {
   uint64_t t0 = UINT64_MAX;
   for (const std::vector<uint64_t> &trace : steps)
-    forEachTaskSpan(m, trace,
-                    [&](const TaskSpan &s) { t0 = std::min(t0, s.begin); });
+    forEachTaskSpan(m, trace, [&](const TaskSpan &s) {
+      t0 = std::min(t0, s.begin);
+      if (s.waited())
+        t0 = std::min(t0, s.waitBegin);
+      if (s.loaded())
+        t0 = std::min(t0, s.loadBegin);
+    });
   return t0;
+}
+
+/// The events a task waits on, as "name >= count" (trace arguments).
+std::string waitsText(const EngineManifest &m, const TilecTask &t) {
+  std::vector<std::string> parts;
+  for (auto [w, c] : {std::pair(TILEC_W_WAIT0, TILEC_W_COUNT0),
+                      std::pair(TILEC_W_WAIT1, TILEC_W_COUNT1)}) {
+    int64_t e = t.w[w];
+    if (e < 0)
+      continue;
+    std::string name = size_t(e) < m.events.size() ? m.events[size_t(e)].name
+                                                   : fmt::format("event {}", e);
+    parts.push_back(fmt::format("{} >= {}", name, t.w[c]));
+  }
+  return fmt::format("{}", fmt::join(parts, ", "));
+}
+
+/// The length of [b, e] inside [lo, hi], in ns.
+double overlapNs(uint64_t b, uint64_t e, uint64_t lo, uint64_t hi) {
+  b = std::max(b, lo), e = std::min(e, hi);
+  return e > b ? double(e - b) : 0.0;
 }
 
 } // namespace
 
-int64_t writeChromeTrace(const EngineManifest &m,
-                         const std::vector<std::vector<uint64_t>> &steps,
-                         const std::string &path, const std::string &clock) {
+TraceSlices writeChromeTrace(const EngineManifest &m,
+                             const std::vector<std::vector<uint64_t>> &steps,
+                             const std::string &path,
+                             const std::string &clock) {
   using nlohmann::json;
   json events = json::array();
   const uint64_t t0 = firstStamp(m, steps);
+  const size_t sms = m.smTasks.size();
+  // Which roles have stamps: the others get no tracks.
+  bool present[kTraceRoles] = {false, false, true};
+  for (const std::vector<uint64_t> &trace : steps)
+    forEachTaskSpan(m, trace, [&](const TaskSpan &s) {
+      present[int(TraceRole::Sched)] |= s.waited();
+      present[int(TraceRole::Load)] |= s.loaded();
+    });
+  // The track of (SM, role): compute keeps tid = SM (one row per SM, as
+  // before roles had tracks); the sort index puts an SM's roles together.
+  auto tid = [&](size_t sm, TraceRole role) {
+    return role == TraceRole::Compute
+               ? sm
+               : (role == TraceRole::Sched ? 1 : 2) * sms + sm;
+  };
   events.push_back(
       {{"name", "process_name"},
        {"ph", "M"},
        {"pid", 0},
        {"args", {{"name", fmt::format("tilec {} ({})", m.modelName, clock)}}}});
-  for (size_t sm = 0; sm < m.smTasks.size(); ++sm)
-    events.push_back({{"name", "thread_name"},
-                      {"ph", "M"},
-                      {"pid", 0},
-                      {"tid", sm},
-                      {"args", {{"name", fmt::format("SM {}", sm)}}}});
-  int64_t slices = 0;
+  for (size_t sm = 0; sm < sms; ++sm)
+    for (int r = 0; r < kTraceRoles; ++r) {
+      if (!present[r])
+        continue;
+      const TraceRole role = TraceRole(r);
+      events.push_back(
+          {{"name", "thread_name"},
+           {"ph", "M"},
+           {"pid", 0},
+           {"tid", tid(sm, role)},
+           {"args", {{"name", fmt::format("SM {} {}", sm, roleName(role))}}}});
+      events.push_back(
+          {{"name", "thread_sort_index"},
+           {"ph", "M"},
+           {"pid", 0},
+           {"tid", tid(sm, role)},
+           {"args", {{"sort_index", sm * kTraceRoles + size_t(r)}}}});
+    }
+  TraceSlices slices;
   const bool estimates = usableEstimates(m);
+  auto slice = [&](const TaskSpan &s, TraceRole role, const char *cat,
+                   uint64_t b, uint64_t e, json args) {
+    events.push_back({{"name", taskOpName(m, *s.task)},
+                      {"cat", cat},
+                      {"ph", "X"},
+                      {"ts", double(b - t0) / 1e3},
+                      {"dur", double(e - b) / 1e3},
+                      {"pid", 0},
+                      {"tid", tid(size_t(s.sm), role)},
+                      {"args", std::move(args)}});
+  };
   for (size_t step = 0; step < steps.size(); ++step)
     forEachTaskSpan(m, steps[step], [&](const TaskSpan &s) {
-      json args = {{"step", step}, {"task", s.index}};
+      json args = {
+          {"step", step}, {"task", s.index}, {"sm", s.sm}, {"role", "compute"}};
       std::string phase = taskPhase(m, *s.task);
       if (!phase.empty())
         args["phase"] = phase;
@@ -109,15 +200,29 @@ int64_t writeChromeTrace(const EngineManifest &m,
         args["predicted_ns"] = e.ns();
         args["bytes"] = e.bytes;
       }
-      events.push_back({{"name", taskOpName(m, *s.task)},
-                        {"cat", familyOf(*s.task)},
-                        {"ph", "X"},
-                        {"ts", double(s.begin - t0) / 1e3},
-                        {"dur", double(s.ns()) / 1e3},
-                        {"pid", 0},
-                        {"tid", s.sm},
-                        {"args", args}});
-      ++slices;
+      slice(s, TraceRole::Compute, familyOf(*s.task), s.begin, s.end, args);
+      ++slices.compute;
+      if (s.waited()) {
+        slice(s, TraceRole::Sched, "sched", s.waitBegin, s.waitEnd,
+              {{"step", step},
+               {"task", s.index},
+               {"sm", s.sm},
+               {"role", "sched"},
+               {"family", familyOf(*s.task)},
+               {"waits", waitsText(m, *s.task)}});
+        ++slices.sched;
+      }
+      if (s.loaded()) {
+        json load = {{"step", step},
+                     {"task", s.index},
+                     {"sm", s.sm},
+                     {"role", "load"},
+                     {"family", familyOf(*s.task)}};
+        if (estimates)
+          load["bytes"] = m.smEstimates[size_t(s.sm)][size_t(s.index)].bytes;
+        slice(s, TraceRole::Load, "load", s.loadBegin, s.loadEnd, load);
+        ++slices.load;
+      }
     });
   std::ofstream out(path);
   out << json{{"traceEvents", events},
@@ -182,21 +287,35 @@ ProfileSummary summarizeProfile(const EngineManifest &m,
     taskNs[sm].assign(m.smTasks[sm].size(), 0);
     taskRuns[sm].assign(m.smTasks[sm].size(), 0);
   }
-  std::vector<double> stepUs, stepTaskUs, busySum(sms, 0), idleSum(sms, 0);
-  int64_t stamped = 0;
+  std::vector<double> stepUs, stepTaskUs, busySum(sms, 0), idleSum(sms, 0),
+      waitSum(sms, 0), waitFracSum(sms, 0), loadSum(sms, 0),
+      loadFracSum(sms, 0);
+  int64_t stamped = 0, waits = 0, loads = 0;
   for (const std::vector<uint64_t> &trace : steps) {
+    // The step is the compute role's: first task start to last task end.
     uint64_t b = UINT64_MAX, e = 0;
-    std::vector<double> busy(sms, 0);
     forEachTaskSpan(m, trace, [&](const TaskSpan &t) {
       b = std::min(b, t.begin);
       e = std::max(e, t.end);
+    });
+    if (e <= b)
+      continue; // nothing stamped in this step
+    std::vector<double> busy(sms, 0), wait(sms, 0), load(sms, 0);
+    forEachTaskSpan(m, trace, [&](const TaskSpan &t) {
       busy[size_t(t.sm)] += double(t.ns());
       taskNs[size_t(t.sm)][size_t(t.index)] += double(t.ns());
       ++taskRuns[size_t(t.sm)][size_t(t.index)];
       ++stamped;
+      // The other roles within the step (a first wait may start before it).
+      if (t.waited()) {
+        wait[size_t(t.sm)] += overlapNs(t.waitBegin, t.waitEnd, b, e);
+        ++waits;
+      }
+      if (t.loaded()) {
+        load[size_t(t.sm)] += overlapNs(t.loadBegin, t.loadEnd, b, e);
+        ++loads;
+      }
     });
-    if (e <= b)
-      continue; // nothing stamped in this step
     double span = double(e - b);
     stepUs.push_back(span / 1e3);
     double busyNs = 0;
@@ -206,6 +325,10 @@ ProfileSummary summarizeProfile(const EngineManifest &m,
     for (size_t sm = 0; sm < sms; ++sm) {
       busySum[sm] += busy[sm];
       idleSum[sm] += 1.0 - busy[sm] / span;
+      waitSum[sm] += wait[sm];
+      waitFracSum[sm] += wait[sm] / span;
+      loadSum[sm] += load[sm];
+      loadFracSum[sm] += load[sm] / span;
     }
   }
   if (stepUs.empty())
@@ -265,9 +388,8 @@ ProfileSummary summarizeProfile(const EngineManifest &m,
           : "bytes unknown: the manifest has no tasks.estimates (an engine "
             "built by hand or by an older tilec)";
 
-  // Idle of the compute role per SM.
-  int64_t withTasks = 0;
-  s.idleMin = 1, s.idleMax = 0;
+  // Per SM and role: the compute role's idle, the sched role's waits, the
+  // load role's prefetches, each a share of the step (mean over steps).
   for (size_t sm = 0; sm < sms; ++sm) {
     if (m.smTasks[sm].empty()) {
       ++s.emptySms;
@@ -278,24 +400,61 @@ ProfileSummary summarizeProfile(const EngineManifest &m,
     p.tasks = int64_t(m.smTasks[sm].size());
     p.busyUs = busySum[sm] / timed / 1e3;
     p.idleFraction = std::clamp(idleSum[sm] / timed, 0.0, 1.0);
+    p.schedWaitUs = waitSum[sm] / timed / 1e3;
+    p.schedWaitFraction = std::clamp(waitFracSum[sm] / timed, 0.0, 1.0);
+    p.loadUs = loadSum[sm] / timed / 1e3;
+    p.loadFraction = std::clamp(loadFracSum[sm] / timed, 0.0, 1.0);
     s.sms.push_back(p);
-    s.idleMean += p.idleFraction;
-    s.idleMin = std::min(s.idleMin, p.idleFraction);
-    s.idleMax = std::max(s.idleMax, p.idleFraction);
-    ++withTasks;
   }
-  if (withTasks)
-    s.idleMean /= double(withTasks);
-  else
-    s.idleMin = 0;
+  const bool host = source.executor == "host";
   s.idleNote =
-      source.executor == "host"
-          ? "host executor: an SM row is one task list, run with the others "
-            "by the executor's CPU threads in a random legal interleaving, so "
-            "a row is idle while other rows' tasks run: not GPU idle"
-          : "compute warps only: a task is busy from its hand-over to the "
-            "compute warps (its waits met) to its signal; waiting on events "
-            "counts as idle; the sched and load roles are not stamped";
+      host ? "host executor: an SM row is one task list, run with the others "
+             "by the executor's CPU threads in a random legal interleaving, "
+             "so a row is idle while other rows' tasks run: not GPU idle"
+           : "compute warps: a task is busy from its hand-over to the compute "
+             "warps (its waits met) to its signal; waiting on events and the "
+             "hand-over count as idle";
+  auto role = [&](TraceRole r, bool recorded, const char *measure,
+                  double ProfileSm::*fraction, int64_t spans,
+                  std::string note) {
+    ProfileRole &out = s.roles[int(r)];
+    out.role = r;
+    out.recorded = recorded;
+    out.measure = measure;
+    out.note = std::move(note);
+    out.spansPerStep = recorded ? spans / int64_t(steps.size()) : 0;
+    if (!recorded || s.sms.empty())
+      return;
+    out.min = 1, out.max = 0;
+    for (const ProfileSm &p : s.sms) {
+      out.mean += p.*fraction;
+      out.min = std::min(out.min, p.*fraction);
+      out.max = std::max(out.max, p.*fraction);
+    }
+    out.mean /= double(s.sms.size());
+  };
+  role(TraceRole::Sched, source.schedStamped, "waiting on events",
+       &ProfileSm::schedWaitFraction, waits,
+       host ? "host executor: a task waits from becoming its list's next (the "
+              "previous task's end, or the step's start) until a worker's scan "
+              "sees its events at their targets; no look-ahead, so it never "
+              "overlaps the previous task"
+            : "sched warp: from the start of a task's event waits to their "
+              "end (tasks without waits have none); it waits while the "
+              "compute warps run the previous task, so a wait idles the "
+              "compute warps only where it outlasts that task");
+  role(TraceRole::Load, source.loadStamped, "prefetching",
+       &ProfileSm::loadFraction, loads,
+       host ? "not recorded: the host executor has no load role"
+            : "load warp: issuing a linear or MoE task's L2 prefetches (other "
+              "tasks are skipped); the prefetches are asynchronous, so this "
+              "is the time to issue them, not the time L2 takes to fill, and "
+              "a MoE task's wait for its plan is not included");
+  role(TraceRole::Compute, true, "idle", &ProfileSm::idleFraction, stamped,
+       s.idleNote);
+  s.idleMean = s.roles[int(TraceRole::Compute)].mean;
+  s.idleMin = s.roles[int(TraceRole::Compute)].min;
+  s.idleMax = s.roles[int(TraceRole::Compute)].max;
 
   // The cost model against the run.
   s.predicted = est && m.predictedNs > 0;
@@ -388,6 +547,27 @@ std::string formatProfileSummary(const ProfileSummary &s, size_t maxOps) {
     out += fmt::format("  ... {} more ops (--json lists every one)\n",
                        s.ops.size() - maxOps);
 
+  out += fmt::format("\nper warp role (share of the step on an SM, mean over "
+                     "steps; mean, min and max over the {} SMs with tasks):\n",
+                     s.sms.size());
+  const char *spansWord[kTraceRoles] = {"waits", "prefetches", "tasks"};
+  for (int r = 0; r < kTraceRoles; ++r) {
+    const ProfileRole &role = s.roles[r];
+    if (!role.recorded) {
+      out += fmt::format("  {}: {}\n", roleName(role.role), role.note);
+      continue;
+    }
+    out += fmt::format("  {}: {} {:.1f}% (min {:.1f}%, max {:.1f}%); {} {} "
+                       "per step\n",
+                       roleName(role.role), role.measure, 100 * role.mean,
+                       100 * role.min, 100 * role.max, role.spansPerStep,
+                       spansWord[r]);
+  }
+  for (int r = 0; r < kTraceRoles; ++r)
+    if (s.roles[r].recorded && TraceRole(r) != TraceRole::Compute)
+      out +=
+          fmt::format("  ({}: {})\n", roleName(TraceRole(r)), s.roles[r].note);
+
   out += fmt::format("\nidle per SM (mean over steps of 1 - busy / step): "
                      "mean {:.1f}%, min {:.1f}%, max {:.1f}% over {} SMs "
                      "with tasks; {} SMs have none\n",
@@ -462,11 +642,36 @@ nlohmann::json profileSummaryJson(const ProfileSummary &s) {
     families.push_back(rowJson(r));
   for (const ProfileRow &r : s.ops)
     ops.push_back(rowJson(r));
-  for (const ProfileSm &p : s.sms)
-    sms.push_back({{"sm", p.sm},
-                   {"tasks", p.tasks},
-                   {"busy_us", p.busyUs},
-                   {"idle_fraction", p.idleFraction}});
+  const ProfileRole &sched = s.roles[int(TraceRole::Sched)],
+                    &load = s.roles[int(TraceRole::Load)];
+  for (const ProfileSm &p : s.sms) {
+    json sm = {{"sm", p.sm},
+               {"tasks", p.tasks},
+               {"busy_us", p.busyUs},
+               {"idle_fraction", p.idleFraction}};
+    if (sched.recorded) {
+      sm["sched_wait_us"] = p.schedWaitUs;
+      sm["sched_wait_fraction"] = p.schedWaitFraction;
+    }
+    if (load.recorded) {
+      sm["load_us"] = p.loadUs;
+      sm["load_fraction"] = p.loadFraction;
+    }
+    sms.push_back(sm);
+  }
+  json roles = json::object(), recorded = json::array();
+  for (const ProfileRole &r : s.roles) {
+    json j = {{"recorded", r.recorded}, {"note", r.note}};
+    if (r.recorded) {
+      recorded.push_back(roleName(r.role));
+      j["measure"] = r.measure;
+      j["mean"] = r.mean;
+      j["min"] = r.min;
+      j["max"] = r.max;
+      j["spans_per_step"] = r.spansPerStep;
+    }
+    roles[roleName(r.role)] = j;
+  }
   for (const ProfileOutlier &o : s.outliers)
     outliers.push_back({{"sm", o.sm},
                         {"task", o.index},
@@ -491,9 +696,10 @@ nlohmann::json profileSummaryJson(const ProfileSummary &s) {
             {"bytes_note", s.bytesNote},
             {"families", families},
             {"ops", ops},
+            {"roles", roles},
             {"idle",
              {{"role", "compute"},
-              {"recorded_roles", json::array({"compute"})},
+              {"recorded_roles", recorded},
               {"mean", s.idleMean},
               {"min", s.idleMin},
               {"max", s.idleMax},

@@ -178,6 +178,10 @@ RgbImage renderTimeline(const EngineManifest &m,
     legend.push_back(
         {familyName(TilecTaskFamily(f)), familyColor(TilecTaskFamily(f))});
   legend.push_back({"idle", kTimelineIdle});
+  const bool waits = std::any_of(spans.begin(), spans.end(),
+                                 [](const TaskSpan &s) { return s.waited(); });
+  if (waits)
+    legend.push_back({"sched wait (band)", kTimelineWait});
   int lx = L.plotX, ly = L.legendY;
   for (Entry &e : legend) {
     int w = 14 + 6 * int(e.label.size()) + 18;
@@ -216,6 +220,22 @@ RgbImage renderTimeline(const EngineManifest &m,
     image.fill(x0, y, x1, y + L.rowHeight - gap, color);
     if (x1 - x0 >= 3) // a darker first column separates adjacent tasks
       image.fill(x0, y, x0 + 1, y + L.rowHeight - gap, darker(color));
+  }
+  // The sched role's waits on events: a thin band at the bottom of the row,
+  // over the tasks (a wait overlaps the previous task on the GPU).
+  const int band = std::max(1, (L.rowHeight - gap) / 4);
+  for (const TaskSpan &s : spans) {
+    if (!s.waited())
+      continue;
+    uint64_t b = std::clamp(s.waitBegin, L.t0, L.t1),
+             e = std::clamp(s.waitEnd, L.t0, L.t1);
+    if (e <= b)
+      continue;
+    int x0 = L.plotX + int(std::floor(double(b - L.t0) * scale));
+    int x1 =
+        std::max(x0 + 1, L.plotX + int(std::ceil(double(e - L.t0) * scale)));
+    int y1 = L.rowsY + s.sm * L.rowHeight + L.rowHeight - gap;
+    image.fill(x0, y1 - band, x1, y1, kTimelineWait);
   }
 
   // The time axis, in us from the first stamp.

@@ -2,7 +2,9 @@
 //
 // tile-run profile's timeline.png: one row per SM, each task a box from its
 // start to its end stamp, coloured by task family (a legend below names the
-// colours), idle time the grey of the row's background, a time axis in us.
+// colours), idle time the grey of the row's background, the sched role's
+// waits on events as a thin dark band along the row's bottom (when the trace
+// has them), a time axis in us.
 // Text is drawn with a small built-in 5x7 font (lower case, digits and a few
 // signs; upper case is drawn as lower case). LLVM-free.
 //
@@ -28,6 +30,8 @@ struct TimelineOptions {
 uint32_t familyColor(TilecTaskFamily family);
 /// The background of a row: what idle time looks like.
 constexpr uint32_t kTimelineIdle = 0xe4e4e4;
+/// The band of the sched role's waits on events.
+constexpr uint32_t kTimelineWait = 0x202020;
 
 /// Draws `text` with its top-left corner at (x, y), 6 pixels per character,
 /// 7 high. Returns the x after the last character.

@@ -146,7 +146,9 @@ struct HostExecutor::Impl {
 
   // Scheduling: next task per SM, worker bookkeeping.
   std::unique_ptr<std::atomic<int64_t>[]> next;
-  /// options.trace: [sms, maxTasks, 2] steady_clock ns of the last step.
+  /// options.trace: [sms, maxTasks, TILEC_TRACE_WORDS] steady_clock ns of the
+  /// last step (compute and sched stamps; no load role). Only the worker that
+  /// owns an SM's list writes its rows.
   std::vector<uint64_t> trace;
   int64_t maxTasks = 0;
   std::mutex mu; // events' clocks, scheduling
@@ -192,6 +194,10 @@ struct HostExecutor::Impl {
   void beginStep();
   bool waitsSatisfied(int sm) const;
   void runTask(int sm);
+  /// options.trace: the stamps of SM `sm`'s task `k` (TILEC_TRACE_*).
+  uint64_t *stampsOf(int sm, int64_t k) {
+    return &trace[size_t((sm * maxTasks + k) * TILEC_TRACE_WORDS)];
+  }
   void worker(int id, int threads);
   std::string deadlock() const;
   void runStep();
@@ -1355,8 +1361,14 @@ void HostExecutor::Impl::beginStep() {
   failed = false;
   waiting = 0;
   error.clear();
-  if (opt.trace) // a task that does not run leaves no stale stamps
-    trace.assign(size_t(sms * maxTasks * 2), 0);
+  if (opt.trace) { // a task that does not run leaves no stale stamps
+    trace.assign(size_t(sms * maxTasks * TILEC_TRACE_WORDS), 0);
+    // The sched role: every list's first task waits from the step's start.
+    const uint64_t start = nowNs();
+    for (int s = 0; s < sms; ++s)
+      if (smBegin[s + 1] > smBegin[s])
+        stampsOf(s, 0)[TILEC_TRACE_WAIT_BEGIN] = start;
+  }
   if (!opt.checkEvents)
     return;
   vc.assign(size_t(sms), std::vector<uint32_t>(size_t(sms), 0));
@@ -1405,11 +1417,9 @@ void HostExecutor::Impl::runTask(int sm) {
     }
   }
   TaskRun run(*this, global);
-  uint64_t *stamps = opt.trace
-                         ? &trace[size_t((sm * maxTasks + next[sm].load()) * 2)]
-                         : nullptr;
+  uint64_t *stamps = opt.trace ? stampsOf(sm, next[sm].load()) : nullptr;
   if (stamps)
-    stamps[0] = nowNs();
+    stamps[TILEC_TRACE_COMPUTE_BEGIN] = nowNs();
   switch (ref.inst->family) {
   case TILEC_TASK_EMBED:
     runEmbed(run);
@@ -1450,8 +1460,13 @@ void HostExecutor::Impl::runTask(int sm) {
   default:
     run.error("unknown family");
   }
-  if (stamps)
-    stamps[1] = nowNs();
+  if (stamps) {
+    stamps[TILEC_TRACE_COMPUTE_END] = nowNs();
+    // The sched role: the list's next task waits on its events from now.
+    if (global + 1 < smBegin[sm + 1])
+      stamps[TILEC_TRACE_WORDS + TILEC_TRACE_WAIT_BEGIN] =
+          stamps[TILEC_TRACE_COMPUTE_END];
+  }
   {
     std::lock_guard<std::mutex> lock(mu);
     if (opt.checkEvents)
@@ -1524,8 +1539,14 @@ void HostExecutor::Impl::worker(int id, int threads) {
       if (next[s].load() >= smBegin[s + 1] - smBegin[s])
         continue;
       allDone = false;
-      if (waitsSatisfied(s))
+      if (waitsSatisfied(s)) {
         runnable.push_back(s);
+        if (opt.trace) { // the sched role: its waits are met (first seen)
+          uint64_t *stamps = stampsOf(s, next[s].load());
+          if (stamps[TILEC_TRACE_WAIT_END] == 0)
+            stamps[TILEC_TRACE_WAIT_END] = nowNs();
+        }
+      }
     }
     if (allDone)
       break;

@@ -52,9 +52,15 @@ struct HostOptions {
   /// Shadow state and vector clocks (see the file comment). Off: only the
   /// events' waits order the tasks, as on the GPU.
   bool checkEvents = true;
-  /// Per-task start/end stamps (steady_clock ns) of every step, laid out as
-  /// the GPU's trace (one row per SM's task list): readTrace(). These are CPU
-  /// times of the host executor's bodies, not GPU times.
+  /// Per-task stamps (steady_clock ns) of every step, laid out as the GPU's
+  /// trace (TaskAbi.h's TILEC_TRACE_*, one row per SM's task list):
+  /// readTrace(). These are CPU times of the host executor, not GPU times:
+  ///  - compute: the task body's start and end;
+  ///  - sched: the task's wait on its events, from the moment it became its
+  ///    list's next task (the previous task's end, or the step's start) to
+  ///    the first scan of a worker that found its waits met (no look-ahead:
+  ///    unlike the GPU's sched warp, it never overlaps the previous task);
+  ///  - load: none (the host executor has no load role or prefetch): 0.
   bool trace = false;
 };
 
@@ -117,7 +123,8 @@ public:
                                       int64_t count,
                                       GenerateStats *stats = nullptr);
   /// With options.trace: the last step's stamps ([SMs, most tasks on one SM,
-  /// 2], steady_clock ns, 0 for a task that did not run); else empty.
+  /// TILEC_TRACE_WORDS], steady_clock ns, 0 for a task that did not run and
+  /// for the load role); else empty.
   std::vector<uint64_t> readTrace() const override;
   /// Forgets the KV positions a sequence wrote (generateGreedy calls it).
   void reset() override;

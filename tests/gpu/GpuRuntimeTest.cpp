@@ -127,11 +127,16 @@ tilec_step(const TilecStepParams p) {
     smem[TILEC_SMEM_BYTES - 1] = 0; // the dynamic smem is really there
   for (int i = begin; i < end; ++i) {
     const TilecTask &t = p.tasks[i];
-    u64 *trace = p.trace ? p.trace + ((u64)sm * TILEC_MAX_TASKS + (i - begin)) * 2 : 0;
+    u64 *trace = p.trace ? p.trace + ((u64)sm * TILEC_MAX_TASKS + (i - begin)) *
+                                         TILEC_TRACE_WORDS : 0;
     if (threadIdx.x == 0) {
       if (trace)
-        trace[0] = gtimer();
+        trace[TILEC_TRACE_WAIT_BEGIN] = gtimer();
       go = wait_events(p, sm, i - begin, t);
+      if (trace && go) {
+        trace[TILEC_TRACE_WAIT_END] = gtimer();
+        trace[TILEC_TRACE_COMPUTE_BEGIN] = gtimer();
+      }
     }
     __syncthreads();
     if (!go)
@@ -171,7 +176,7 @@ tilec_step(const TilecStepParams p) {
                      : "memory");
       }
       if (trace)
-        trace[1] = gtimer();
+        trace[TILEC_TRACE_COMPUTE_END] = gtimer();
     }
   }
 }
@@ -471,13 +476,20 @@ TEST(GpuRuntime, TraceStampsEveryTask) {
   GpuEngine engine(twoSmManifest(2), kTestKernel, o);
   engine.step({1, 2, 3, 4}, consecutive(0));
   std::vector<uint64_t> trace = engine.readTrace();
-  ASSERT_EQ(trace.size(), 2u * 1 * 2); // [sms, max tasks, 2]
-  for (int sm = 0; sm < 2; ++sm) {
-    EXPECT_GT(trace[size_t(sm * 2)], 0u);
-    EXPECT_GE(trace[size_t(sm * 2 + 1)], trace[size_t(sm * 2)]);
+  constexpr size_t W = TILEC_TRACE_WORDS;
+  ASSERT_EQ(trace.size(), 2u * 1 * W); // [sms, max tasks, TILEC_TRACE_WORDS]
+  for (size_t sm = 0; sm < 2; ++sm) {
+    const uint64_t *t = &trace[sm * W];
+    EXPECT_GT(t[TILEC_TRACE_COMPUTE_BEGIN], 0u);
+    EXPECT_GE(t[TILEC_TRACE_COMPUTE_END], t[TILEC_TRACE_COMPUTE_BEGIN]);
+    // The test kernel's waits (thread 0) before the task; no load role.
+    EXPECT_GT(t[TILEC_TRACE_WAIT_BEGIN], 0u);
+    EXPECT_GE(t[TILEC_TRACE_WAIT_END], t[TILEC_TRACE_WAIT_BEGIN]);
+    EXPECT_LE(t[TILEC_TRACE_WAIT_END], t[TILEC_TRACE_COMPUTE_BEGIN]);
+    EXPECT_EQ(t[TILEC_TRACE_LOAD_BEGIN], 0u);
   }
   // The consumer on SM 1 ends after the producer on SM 0 ended.
-  EXPECT_GE(trace[3], trace[1]);
+  EXPECT_GE(trace[W + TILEC_TRACE_COMPUTE_END], trace[TILEC_TRACE_COMPUTE_END]);
 }
 
 //===--- The cubin cache

@@ -526,8 +526,10 @@ public:
     CUDA_CHECK(cudaMalloc(&d_spp, spp.size() * sizeof(unsigned)));
     CUDA_CHECK(cudaMemcpy(d_spp, spp.data(), spp.size() * sizeof(unsigned),
                           cudaMemcpyHostToDevice));
-    CUDA_CHECK(cudaMalloc(&d_trace, std::max<size_t>(all.size(), 1) * 16));
-    CUDA_CHECK(cudaMemset(d_trace, 0, std::max<size_t>(all.size(), 1) * 16));
+    const size_t traceBytes =
+        std::max<size_t>(all.size(), 1) * TILEC_TRACE_WORDS * 8;
+    CUDA_CHECK(cudaMalloc(&d_trace, traceBytes));
+    CUDA_CHECK(cudaMemset(d_trace, 0, traceBytes));
     CUDA_CHECK(cudaHostAlloc(&h_report, TILEC_REPORT_WORDS * sizeof(int),
                              cudaHostAllocMapped));
     std::memset(h_report, 0, TILEC_REPORT_WORDS * sizeof(int));
@@ -559,14 +561,25 @@ public:
     CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
     out.ms = ms;
     std::memcpy(out.report, h_report, sizeof out.report);
-    std::vector<u64> trace(all.size() * 2);
+    std::vector<u64> trace(all.size() * TILEC_TRACE_WORDS);
     CUDA_CHECK(cudaMemcpy(trace.data(), d_trace, trace.size() * 8,
                           cudaMemcpyDeviceToHost));
     out.stamps_ok = true;
     double busy = 0;
     for (size_t i = 0; i < all.size(); ++i) {
-      out.stamps_ok &= trace[2 * i] != 0 && trace[2 * i + 1] >= trace[2 * i];
-      busy += double(trace[2 * i + 1] - trace[2 * i]);
+      const u64 *w = &trace[TILEC_TRACE_WORDS * i];
+      const u64 b = w[TILEC_TRACE_COMPUTE_BEGIN],
+                e = w[TILEC_TRACE_COMPUTE_END];
+      // Compute stamped; the sched warp's wait before the hand-over; the
+      // load warp's prefetch a pair or nothing.
+      out.stamps_ok &= b != 0 && e >= b;
+      out.stamps_ok &= w[TILEC_TRACE_WAIT_BEGIN] != 0 &&
+                       w[TILEC_TRACE_WAIT_END] >= w[TILEC_TRACE_WAIT_BEGIN] &&
+                       w[TILEC_TRACE_WAIT_END] <= b;
+      out.stamps_ok &=
+          (w[TILEC_TRACE_LOAD_BEGIN] == 0) == (w[TILEC_TRACE_LOAD_END] == 0) &&
+          w[TILEC_TRACE_LOAD_END] >= w[TILEC_TRACE_LOAD_BEGIN];
+      busy += double(e - b);
     }
     out.task_us = all.empty() ? 0.0 : busy / 1e3 / double(all.size());
     cudaEventDestroy(e0);

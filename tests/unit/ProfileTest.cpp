@@ -1,9 +1,9 @@
 //===- ProfileTest.cpp - Traces, profile summaries, timelines, estimates --===//
 //
 // runtime/engine/Profile.h and Timeline.h on hand-made manifests and traces
-// whose answers are known (time per family, idle per SM, predicted against
-// measured, the outlier), and the host executor's per-task stamps on a whole
-// model engine.
+// whose answers are known (time per family, idle per SM, the sched and load
+// roles' shares, predicted against measured, the outlier), and the host
+// executor's per-task stamps on a whole model engine.
 //
 //===----------------------------------------------------------------------===//
 #include "HostEngineBuilder.h"
@@ -62,12 +62,18 @@ EngineManifest smallManifest() {
   return m;
 }
 
-/// A trace of smallManifest: [3 SMs, 3 tasks, 2]; times in ns from `t0`.
+constexpr size_t W = TILEC_TRACE_WORDS;
+
+/// Word `word` of task k of SM sm in a trace with room for 3 tasks per SM.
+size_t at3(int sm, int k, int word) { return size_t(sm * 3 + k) * W + word; }
+
+/// A trace of smallManifest: [3 SMs, 3 tasks, TILEC_TRACE_WORDS] with compute
+/// stamps only; times in ns from `t0`.
 std::vector<uint64_t> smallTrace(uint64_t t0, uint64_t attention) {
-  std::vector<uint64_t> t(3 * 3 * 2, 0);
+  std::vector<uint64_t> t(3 * 3 * W, 0);
   auto stamp = [&](int sm, int k, uint64_t b, uint64_t e) {
-    t[size_t((sm * 3 + k) * 2)] = t0 + b;
-    t[size_t((sm * 3 + k) * 2 + 1)] = t0 + e;
+    t[at3(sm, k, TILEC_TRACE_COMPUTE_BEGIN)] = t0 + b;
+    t[at3(sm, k, TILEC_TRACE_COMPUTE_END)] = t0 + e;
   };
   // SM 0: busy [0, 2000) and [3000, 3000 + attention); SM 1: [0, 1000).
   stamp(0, 0, 0, 1000);
@@ -80,8 +86,8 @@ std::vector<uint64_t> smallTrace(uint64_t t0, uint64_t attention) {
 TEST(Profile, TaskSpansSkipUnstampedTasksAndCheckTheLayout) {
   EngineManifest m = smallManifest();
   std::vector<uint64_t> trace = smallTrace(1000, 1000);
-  trace[(1 * 3 + 0) * 2] = 0;     // SM 1's task did not run
-  trace[(0 * 3 + 1) * 2 + 1] = 5; // SM 0 task 1: cut off (end < start)
+  trace[at3(1, 0, TILEC_TRACE_COMPUTE_BEGIN)] = 0; // SM 1's task did not run
+  trace[at3(0, 1, TILEC_TRACE_COMPUTE_END)] = 5;   // SM 0 task 1: cut off
   std::vector<std::pair<int, int>> seen;
   forEachTaskSpan(m, trace, [&](const TaskSpan &s) {
     seen.push_back({s.sm, s.index});
@@ -94,9 +100,144 @@ TEST(Profile, TaskSpansSkipUnstampedTasksAndCheckTheLayout) {
   trace.pop_back();
   EXPECT_THROW(forEachTaskSpan(m, trace, [](const TaskSpan &) {}), Error);
   // Room for 2 tasks per SM, but SM 0 has 3.
-  EXPECT_THROW(forEachTaskSpan(m, std::vector<uint64_t>(3 * 2 * 2, 1),
+  EXPECT_THROW(forEachTaskSpan(m, std::vector<uint64_t>(3 * 2 * W, 1),
                                [](const TaskSpan &) {}),
                Error);
+  // The old layout (two stamps per task) is refused, not misread.
+  EXPECT_THROW(forEachTaskSpan(m, std::vector<uint64_t>(3 * 3 * 2, 1),
+                               [](const TaskSpan &) {}),
+               Error);
+}
+
+/// smallManifest with waits: SM 0's attention waits for 2 signals of event
+/// 0 ("ev.q"), SM 1's linear for 1 signal of event 0 and 1 of event 1.
+EngineManifest waitingManifest() {
+  EngineManifest m = smallManifest();
+  m.events = {{"ev.q", 3}, {"ev.other", 1}};
+  TilecTask &att = m.smTasks[0][2];
+  att.w[TILEC_W_WAIT0] = 0, att.w[TILEC_W_COUNT0] = 2;
+  TilecTask &lin = m.smTasks[1][0];
+  lin.w[TILEC_W_WAIT0] = 0, lin.w[TILEC_W_COUNT0] = 1;
+  lin.w[TILEC_W_WAIT1] = 1, lin.w[TILEC_W_COUNT1] = 1;
+  return m;
+}
+
+/// smallTrace(t0, 1000) (a 4 us step) with the other roles' stamps, in ns
+/// from t0: SM 0's attention waits [1000, 3000) (while task 1 computes);
+/// SM 1's linear waits from 500 ns before the step to 800 (only [0, 800) is
+/// in the step); SM 0's first task (no waits) has sched stamps that do not
+/// count. Loads on SM 0: task 1 in [100, 300), task 2 in [1100, 1300); SM
+/// 1's load is cut off (end before start).
+std::vector<uint64_t> rolesTrace(uint64_t t0) {
+  std::vector<uint64_t> t = smallTrace(t0, 1000);
+  auto pair = [&](int sm, int k, int word, uint64_t b, uint64_t e) {
+    t[at3(sm, k, word)] = b;
+    t[at3(sm, k, word + 1)] = e;
+  };
+  pair(0, 2, TILEC_TRACE_WAIT_BEGIN, t0 + 1000, t0 + 3000);
+  pair(1, 0, TILEC_TRACE_WAIT_BEGIN, t0 - 500, t0 + 800);
+  pair(0, 0, TILEC_TRACE_WAIT_BEGIN, t0, t0 + 50);
+  pair(0, 1, TILEC_TRACE_LOAD_BEGIN, t0 + 100, t0 + 300);
+  pair(0, 2, TILEC_TRACE_LOAD_BEGIN, t0 + 1100, t0 + 1300);
+  pair(1, 0, TILEC_TRACE_LOAD_BEGIN, t0 + 500, t0 + 400);
+  return t;
+}
+
+TEST(Profile, TaskSpansCarryTheSchedAndLoadRoles) {
+  EngineManifest m = waitingManifest();
+  std::map<std::pair<int, int>, TaskSpan> seen;
+  forEachTaskSpan(m, rolesTrace(1000), [&](const TaskSpan &s) {
+    seen[{s.sm, s.index}] = s;
+  });
+  ASSERT_EQ(seen.size(), 4u);
+  auto at = [&](int sm, int k) { return seen[std::make_pair(sm, k)]; };
+  EXPECT_FALSE(at(0, 0).waited()); // no waits: its stamps are dropped
+  EXPECT_EQ(at(0, 0).waitBegin, 0u);
+  EXPECT_FALSE(at(0, 0).loaded());
+  EXPECT_TRUE(at(0, 2).waited());
+  EXPECT_EQ(at(0, 2).waitBegin, 2000u);
+  EXPECT_EQ(at(0, 2).waitEnd, 4000u);
+  EXPECT_EQ(at(1, 0).waitBegin, 500u);
+  EXPECT_EQ(at(0, 1).loadBegin, 1100u);
+  EXPECT_EQ(at(0, 1).loadEnd, 1300u);
+  EXPECT_FALSE(at(1, 0).loaded()); // cut off
+  EXPECT_EQ(at(1, 0).loadEnd, 0u);
+}
+
+TEST(Profile, SummaryPerRole) {
+  EngineManifest m = waitingManifest();
+  ProfileSummary s = summarizeProfile(m, {rolesTrace(1000)},
+                                      {"dir", "gpu", "GPU 0", "globaltimer"});
+  ASSERT_EQ(s.sms.size(), 2u);
+  // sched: SM 0 waits 2 of 4 us; SM 1 0.8 of 4 (the part in the step).
+  EXPECT_NEAR(s.sms[0].schedWaitFraction, 0.5, 1e-12);
+  EXPECT_NEAR(s.sms[1].schedWaitFraction, 0.2, 1e-12);
+  EXPECT_NEAR(s.sms[0].schedWaitUs, 2.0, 1e-12);
+  const ProfileRole &sched = s.roles[int(TraceRole::Sched)];
+  EXPECT_TRUE(sched.recorded);
+  EXPECT_EQ(sched.role, TraceRole::Sched);
+  EXPECT_NEAR(sched.mean, 0.35, 1e-12);
+  EXPECT_NEAR(sched.min, 0.2, 1e-12);
+  EXPECT_NEAR(sched.max, 0.5, 1e-12);
+  EXPECT_EQ(sched.spansPerStep, 2);
+  // load: SM 0 prefetches 0.4 of 4 us, SM 1 nothing (its pair is cut off).
+  EXPECT_NEAR(s.sms[0].loadFraction, 0.1, 1e-12);
+  EXPECT_NEAR(s.sms[1].loadFraction, 0.0, 1e-12);
+  const ProfileRole &load = s.roles[int(TraceRole::Load)];
+  EXPECT_NEAR(load.mean, 0.05, 1e-12);
+  EXPECT_NEAR(load.max, 0.1, 1e-12);
+  EXPECT_EQ(load.spansPerStep, 2);
+  // compute: idle 1 - 3/4 and 1 - 1/4, as without the other roles.
+  const ProfileRole &compute = s.roles[int(TraceRole::Compute)];
+  EXPECT_NEAR(compute.mean, 0.5, 1e-12);
+  EXPECT_DOUBLE_EQ(s.idleMean, compute.mean);
+  EXPECT_EQ(compute.spansPerStep, 4);
+
+  std::string text = formatProfileSummary(s);
+  for (const char *want :
+       {"per warp role (share of the step on an SM, mean over steps; mean, "
+        "min and max over the 2 SMs with tasks):\n",
+        "  sched: waiting on events 35.0% (min 20.0%, max 50.0%); 2 waits per "
+        "step\n",
+        "  load: prefetching 5.0% (min 0.0%, max 10.0%); 2 prefetches per "
+        "step\n",
+        "  compute: idle 50.0% (min 25.0%, max 75.0%); 4 tasks per step\n",
+        "(sched: sched warp: from the start", "(load: load warp: issuing"})
+    EXPECT_NE(text.find(want), std::string::npos) << want << "\n" << text;
+
+  nlohmann::json j = profileSummaryJson(s);
+  EXPECT_EQ(j["idle"]["recorded_roles"],
+            nlohmann::json::array({"sched", "load", "compute"}));
+  EXPECT_DOUBLE_EQ(j["roles"]["sched"]["mean"].get<double>(), s.roles[0].mean);
+  EXPECT_EQ(j["roles"]["sched"]["measure"], "waiting on events");
+  EXPECT_EQ(j["roles"]["load"]["spans_per_step"], 2);
+  EXPECT_EQ(j["roles"]["compute"]["measure"], "idle");
+  EXPECT_NEAR(j["idle"]["per_sm"][1]["sched_wait_fraction"].get<double>(), 0.2,
+              1e-12);
+  EXPECT_NEAR(j["idle"]["per_sm"][0]["load_fraction"].get<double>(), 0.1,
+              1e-12);
+
+  // An executor without a load role (the host executor's): not recorded,
+  // said so, and no numbers for it.
+  ProfileSource host{"dir", "host", "CPU", "steady_clock"};
+  host.loadStamped = false;
+  s = summarizeProfile(m, {rolesTrace(1000)}, host);
+  EXPECT_FALSE(s.roles[int(TraceRole::Load)].recorded);
+  EXPECT_EQ(s.roles[int(TraceRole::Load)].mean, 0);
+  text = formatProfileSummary(s);
+  EXPECT_NE(text.find("  load: not recorded: the host executor has no load "
+                      "role\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("(sched: host executor: a task waits from becoming"),
+            std::string::npos)
+      << text;
+  j = profileSummaryJson(s);
+  EXPECT_EQ(j["roles"]["load"]["recorded"], false);
+  EXPECT_FALSE(j["roles"]["load"].contains("mean"));
+  EXPECT_FALSE(j["idle"]["per_sm"][0].contains("load_fraction"));
+  EXPECT_EQ(j["idle"]["recorded_roles"],
+            nlohmann::json::array({"sched", "compute"}));
 }
 
 TEST(Profile, SummaryPerFamilyIdleAndPredictions) {
@@ -171,7 +312,8 @@ TEST(Profile, SummaryPerFamilyIdleAndPredictions) {
         "steps: 2 traced, 4 tasks each (4 stamped)",
         "median 6.0 us, min 4.0 us, max 6.0 us", "bytes per step: 3.4 KiB",
         "per task family", "per op (2 of 2, by time)", "1 SMs have none",
-        "compute warps only", "predicted vs measured (tilec's roofline",
+        "compute warps: a task is busy",
+        "predicted vs measured (tilec's roofline",
         "step: predicted 4.00 us, measured 6.0 us (median): 1.50x",
         "worst tasks"})
     EXPECT_NE(text.find(want), std::string::npos) << want << "\n" << text;
@@ -181,7 +323,11 @@ TEST(Profile, SummaryPerFamilyIdleAndPredictions) {
   EXPECT_EQ(j["families"].size(), 2u);
   EXPECT_EQ(j["ops"][0]["name"], "q");
   EXPECT_EQ(j["idle"]["per_sm"].size(), 2u);
-  EXPECT_EQ(j["idle"]["recorded_roles"], nlohmann::json::array({"compute"}));
+  // The GPU stamps every role; this trace has no waits or prefetches, so
+  // both are recorded at 0%.
+  EXPECT_EQ(j["idle"]["recorded_roles"],
+            nlohmann::json::array({"sched", "load", "compute"}));
+  EXPECT_EQ(j["roles"]["sched"]["mean"], 0.0);
   EXPECT_DOUBLE_EQ(j["predicted"]["step_measured_over_predicted"].get<double>(),
                    1.5);
 }
@@ -190,10 +336,10 @@ TEST(Profile, OutliersAreFurthestFromTheOverallRatio) {
   EngineManifest m = smallManifest();
   // The linears twice as slow as predicted, the attention twice as fast:
   // 7 us measured for 5 predicted, and the attention furthest from 1.4x.
-  std::vector<uint64_t> t(18, 0);
+  std::vector<uint64_t> t(3 * 3 * W, 0);
   auto stamp = [&](int sm, int k, uint64_t b, uint64_t e) {
-    t[size_t((sm * 3 + k) * 2)] = 100 + b;
-    t[size_t((sm * 3 + k) * 2 + 1)] = 100 + e;
+    t[at3(sm, k, TILEC_TRACE_COMPUTE_BEGIN)] = 100 + b;
+    t[at3(sm, k, TILEC_TRACE_COMPUTE_END)] = 100 + e;
   };
   stamp(0, 0, 0, 2000);
   stamp(0, 1, 2000, 4000);
@@ -225,7 +371,7 @@ TEST(Profile, WithoutEstimatesOrStampsItSaysSo) {
             std::string::npos);
   EXPECT_TRUE(profileSummaryJson(s)["predicted"].is_null());
   try {
-    summarizeProfile(m, {std::vector<uint64_t>(18, 0)}, {});
+    summarizeProfile(m, {std::vector<uint64_t>(3 * 3 * W, 0)}, {});
     ADD_FAILURE() << "a profile without stamps was summarized";
   } catch (const Error &e) {
     EXPECT_NE(std::string(e.what()).find("tracing on"), std::string::npos);
@@ -245,21 +391,25 @@ TEST(Profile, ChromeTraceHasARowPerSmAndASlicePerTask) {
   fs::path path =
       fs::temp_directory_path() /
       ("tilec-profile-trace-" + std::to_string(::getpid()) + ".json");
-  int64_t slices =
+  // Compute stamps only: no sched or load tracks.
+  TraceSlices slices =
       writeChromeTrace(m, {smallTrace(1000, 1000), smallTrace(9000, 1000)},
                        path.string(), "GPU globaltimer");
-  EXPECT_EQ(slices, 8);
+  EXPECT_EQ(slices.compute, 8);
+  EXPECT_EQ(slices.total(), 8);
   std::ifstream in(path);
   nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
   ASSERT_FALSE(j.is_discarded());
-  int x = 0, threads = 0;
+  int x = 0;
+  std::map<int, std::string> threads;
   double lastAttention = -1;
   for (const nlohmann::json &e : j["traceEvents"]) {
     if (e["ph"] == "M" && e["name"] == "thread_name")
-      ++threads;
+      threads[e["tid"].get<int>()] = e["args"]["name"];
     if (e["ph"] != "X")
       continue;
     ++x;
+    EXPECT_EQ(e["args"]["role"], "compute");
     if (e["name"] == "attn") {
       EXPECT_EQ(e["cat"], "attention");
       EXPECT_EQ(e["tid"], 0);
@@ -270,7 +420,9 @@ TEST(Profile, ChromeTraceHasARowPerSmAndASlicePerTask) {
     }
   }
   EXPECT_EQ(x, 8);
-  EXPECT_EQ(threads, 3);
+  EXPECT_EQ(threads, (std::map<int, std::string>{{0, "SM 0 compute"},
+                                                 {1, "SM 1 compute"},
+                                                 {2, "SM 2 compute"}}));
   // Relative to the first stamp: the second step's attention at 8 + 3 us.
   EXPECT_DOUBLE_EQ(lastAttention, 11.0);
   EXPECT_EQ(j["otherData"]["clock"], "GPU globaltimer");
@@ -278,6 +430,76 @@ TEST(Profile, ChromeTraceHasARowPerSmAndASlicePerTask) {
   EXPECT_THROW(
       writeChromeTrace(m, {smallTrace(1, 1)}, "/nonexistent/t.json", "c"),
       Error);
+}
+
+TEST(Profile, ChromeTraceHasATrackPerRolePerSm) {
+  EngineManifest m = waitingManifest();
+  fs::path path =
+      fs::temp_directory_path() /
+      ("tilec-profile-roles-" + std::to_string(::getpid()) + ".json");
+  TraceSlices slices =
+      writeChromeTrace(m, {rolesTrace(1000)}, path.string(), "GPU globaltimer");
+  EXPECT_EQ(slices.compute, 4);
+  EXPECT_EQ(slices.sched, 2); // the tasks with waits
+  EXPECT_EQ(slices.load, 2);  // not the cut-off one
+  std::ifstream in(path);
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  ASSERT_FALSE(j.is_discarded());
+  // Tracks: compute tid = SM, sched 3 + SM, load 6 + SM; sorted SM by SM as
+  // sched, load, compute.
+  std::map<int, std::string> names;
+  std::map<int, int> order;
+  for (const nlohmann::json &e : j["traceEvents"]) {
+    if (e["ph"] != "M")
+      continue;
+    if (e["name"] == "thread_name")
+      names[e["tid"].get<int>()] = e["args"]["name"];
+    if (e["name"] == "thread_sort_index")
+      order[e["tid"].get<int>()] = e["args"]["sort_index"].get<int>();
+  }
+  EXPECT_EQ(names.size(), 9u);
+  EXPECT_EQ(names[1], "SM 1 compute");
+  EXPECT_EQ(names[4], "SM 1 sched");
+  EXPECT_EQ(names[7], "SM 1 load");
+  EXPECT_EQ(order[4], 3); // SM 1 sched
+  EXPECT_EQ(order[7], 4); // SM 1 load
+  EXPECT_EQ(order[1], 5); // SM 1 compute
+  EXPECT_EQ(order[0], 2);
+  // The first stamp is SM 1's wait (500 ns before the first task).
+  int sched = 0, load = 0;
+  for (const nlohmann::json &e : j["traceEvents"]) {
+    if (e["ph"] != "X")
+      continue;
+    EXPECT_GE(e["ts"].get<double>(), 0.0);
+    if (e["args"]["role"] == "sched") {
+      ++sched;
+      EXPECT_EQ(e["cat"], "sched");
+      if (e["tid"] == 3) { // SM 0's attention waits [1, 3) us after t0
+        EXPECT_EQ(e["name"], "attn");
+        EXPECT_DOUBLE_EQ(e["ts"].get<double>(), 1.5);
+        EXPECT_DOUBLE_EQ(e["dur"].get<double>(), 2.0);
+        EXPECT_EQ(e["args"]["waits"], "ev.q >= 2");
+        EXPECT_EQ(e["args"]["family"], "attention");
+      } else {
+        EXPECT_EQ(e["tid"], 4);
+        EXPECT_DOUBLE_EQ(e["ts"].get<double>(), 0.0);
+        EXPECT_EQ(e["args"]["waits"], "ev.q >= 1, ev.other >= 1");
+      }
+    }
+    if (e["args"]["role"] == "load") {
+      ++load;
+      EXPECT_EQ(e["cat"], "load");
+      EXPECT_EQ(e["tid"], 6);
+      EXPECT_DOUBLE_EQ(e["dur"].get<double>(), 0.2);
+      EXPECT_TRUE(e["args"].contains("bytes"));
+    }
+    if (e["args"]["role"] == "compute" && e["name"] == "attn") {
+      EXPECT_DOUBLE_EQ(e["ts"].get<double>(), 3.5);
+    }
+  }
+  EXPECT_EQ(sched, 2);
+  EXPECT_EQ(load, 2);
+  fs::remove(path);
 }
 
 TEST(Timeline, TasksInTheirFamilyColourIdleInGreyAndALegend) {
@@ -323,12 +545,47 @@ TEST(Timeline, TasksInTheirFamilyColourIdleInGreyAndALegend) {
     for (int x = 8; x < 8 + 6 * 11; ++x)
       ink += image.get(x, y) == 0;
   EXPECT_GT(ink, 40);
-  EXPECT_THROW(renderTimeline(m, std::vector<uint64_t>(18, 0)), Error);
+  EXPECT_THROW(renderTimeline(m, std::vector<uint64_t>(3 * 3 * W, 0)), Error);
   // Every family has its own colour.
   for (int a = 0; a < TILEC_TASK_FAMILY_COUNT; ++a)
     for (int b = a + 1; b < TILEC_TASK_FAMILY_COUNT; ++b)
       EXPECT_NE(familyColor(TilecTaskFamily(a)),
                 familyColor(TilecTaskFamily(b)));
+}
+
+TEST(Timeline, SchedWaitsAreABandAlongTheRowsBottom) {
+  EngineManifest m = waitingManifest();
+  TimelineLayout L;
+  RgbImage image = renderTimeline(m, rolesTrace(1000), {}, &L);
+  // The span is the compute role's 4 us; SM 0's attention waits in [1, 3).
+  auto at = [&](int sm, double us, bool bottom) {
+    double frac = us / (double(L.t1 - L.t0) / 1e3);
+    int y = L.rowsY + sm * L.rowHeight +
+            (bottom ? L.rowHeight - 2 : L.rowHeight / 2 - 1);
+    return image.get(L.plotX + int(frac * L.plotWidth), y);
+  };
+  EXPECT_EQ(L.t1 - L.t0, 4000u);
+  EXPECT_EQ(at(0, 1.5, true), kTimelineWait);
+  EXPECT_EQ(at(0, 2.5, true), kTimelineWait); // over the idle gap too
+  EXPECT_EQ(at(0, 1.5, false), familyColor(TILEC_TASK_LINEAR));
+  EXPECT_EQ(at(0, 3.5, true), familyColor(TILEC_TASK_ATTENTION));
+  EXPECT_EQ(at(0, 0.5, true), familyColor(TILEC_TASK_LINEAR)); // no waits
+  // SM 1 waits until 0.8 us (clipped to the step's start).
+  EXPECT_EQ(at(1, 0.5, true), kTimelineWait);
+  EXPECT_EQ(at(1, 0.5, false), familyColor(TILEC_TASK_LINEAR));
+  EXPECT_EQ(at(1, 2.0, true), kTimelineIdle);
+  int swatch = 0;
+  for (int y = L.legendY; y < image.height; ++y)
+    for (int x = 0; x < image.width; ++x)
+      swatch += image.get(x, y) == kTimelineWait;
+  EXPECT_EQ(swatch, 80);
+  // Without waits, no band and no legend entry.
+  image = renderTimeline(m, smallTrace(1000, 1000), {}, &L);
+  int band = 0;
+  for (int y = 0; y < image.height; ++y)
+    for (int x = 0; x < image.width; ++x)
+      band += image.get(x, y) == kTimelineWait;
+  EXPECT_EQ(band, 0);
 }
 
 TEST(HostTrace, EveryTaskStampedInItsListsOrderAfterWhatItWaitsFor) {
@@ -349,35 +606,72 @@ TEST(HostTrace, EveryTaskStampedInItsListsOrderAfterWhatItWaitsFor) {
   for (const auto &list : m.smTasks)
     room = std::max(room, list.size());
   for (const std::vector<uint64_t> &trace : steps) {
-    ASSERT_EQ(trace.size(), m.smTasks.size() * room * 2);
-    int64_t stamped = 0;
+    ASSERT_EQ(trace.size(), m.smTasks.size() * room * W);
+    auto word = [&](const TaskSpan &s, int k, int w) {
+      return trace[(size_t(s.sm) * room + size_t(k)) * W + size_t(w)];
+    };
+    int64_t stamped = 0, waited = 0, withWaits = 0;
     // When each event's last signal came (its signallers' latest end).
     std::map<int64_t, uint64_t> signalled;
     forEachTaskSpan(m, trace, [&](const TaskSpan &s) {
       ++stamped;
       EXPECT_LE(s.begin, s.end);
+      // The sched role: every task waits from its list's previous task's
+      // end (the first from the step's start) until its waits are seen met,
+      // before it starts; no load role on the host.
+      EXPECT_NE(word(s, s.index, TILEC_TRACE_WAIT_BEGIN), 0u);
+      EXPECT_LE(word(s, s.index, TILEC_TRACE_WAIT_BEGIN),
+                word(s, s.index, TILEC_TRACE_WAIT_END));
+      EXPECT_LE(word(s, s.index, TILEC_TRACE_WAIT_END), s.begin);
+      EXPECT_EQ(word(s, s.index, TILEC_TRACE_LOAD_BEGIN), 0u);
+      EXPECT_EQ(word(s, s.index, TILEC_TRACE_LOAD_END), 0u);
+      EXPECT_FALSE(s.loaded());
       if (s.index > 0) { // after the SM's previous task
-        EXPECT_GE(s.begin,
-                  trace[(size_t(s.sm) * room + size_t(s.index) - 1) * 2 + 1]);
+        uint64_t previous = word(s, s.index - 1, TILEC_TRACE_COMPUTE_END);
+        EXPECT_GE(s.begin, previous);
+        EXPECT_EQ(word(s, s.index, TILEC_TRACE_WAIT_BEGIN), previous);
       }
+      bool waits =
+          s.task->w[TILEC_W_WAIT0] >= 0 || s.task->w[TILEC_W_WAIT1] >= 0;
+      withWaits += waits;
+      waited += s.waited();
+      EXPECT_EQ(s.waited(), waits);
       int64_t e = s.task->w[TILEC_W_SIGNAL];
       if (e >= 0)
         signalled[e] = std::max(signalled[e], s.end);
     });
     EXPECT_EQ(stamped, m.taskCount());
+    EXPECT_GT(withWaits, 0);
+    EXPECT_EQ(waited, withWaits);
     forEachTaskSpan(m, trace, [&](const TaskSpan &s) {
       for (int w : {TILEC_W_WAIT0, TILEC_W_WAIT1}) {
         if (s.task->w[w] >= 0) {
           EXPECT_GE(s.begin, signalled[s.task->w[w]])
               << "SM " << s.sm << " task " << s.index;
+          // Its wait ended once the last signal it needs came, not before.
+          EXPECT_GE(s.waitEnd, signalled[s.task->w[w]])
+              << "SM " << s.sm << " task " << s.index;
         }
       }
     });
   }
-  ProfileSummary s = summarizeProfile(m, steps, {"d", "host", "CPU", "c"});
+  ProfileSource source{"d", "host", "CPU", "c"};
+  source.loadStamped = false;
+  ProfileSummary s = summarizeProfile(m, steps, source);
   EXPECT_EQ(s.steps, 3);
   EXPECT_EQ(s.stampedPerStep, m.taskCount());
   EXPECT_GT(s.stepUsMedian, 0);
+  // One worker thread: at any time one list computes and the others wait
+  // on events or for the thread, so the roles' shares are real numbers.
+  const ProfileRole &sched = s.roles[int(TraceRole::Sched)];
+  EXPECT_TRUE(sched.recorded);
+  EXPECT_GT(sched.mean, 0);
+  EXPECT_LE(sched.max, 1);
+  EXPECT_GT(sched.spansPerStep, 0);
+  EXPECT_FALSE(s.roles[int(TraceRole::Load)].recorded);
+  EXPECT_GT(s.roles[int(TraceRole::Compute)].mean, 0);
+  for (const ProfileSm &p : s.sms) // waiting and computing do not overlap
+    EXPECT_LE(p.schedWaitFraction, p.idleFraction + 1e-9) << "SM " << p.sm;
 
   // Tracing off: no stamps.
   HostExecutor quiet(m, WeightSourceSpec::synthetic(0), HostOptions());

@@ -404,12 +404,14 @@ int runEngine(const RunOptions &o) {
   }
   if (!o.traceOut.empty()) {
     auto *gpu = static_cast<GpuEngine *>(executor);
-    int64_t stamped = writeChromeTrace(manifest, {gpu->readTrace()}, o.traceOut,
-                                       "GPU globaltimer");
+    TraceSlices stamped = writeChromeTrace(manifest, {gpu->readTrace()},
+                                           o.traceOut, "GPU globaltimer");
     std::cerr << fmt::format(
-        "tile-run: wrote {} (the last step: {} of {} tasks stamped; open in "
-        "chrome://tracing or ui.perfetto.dev)\n",
-        o.traceOut, stamped, manifest.taskCount());
+        "tile-run: wrote {} (the last step: {} of {} tasks stamped, {} sched "
+        "waits, {} load prefetches; open in chrome://tracing or "
+        "ui.perfetto.dev)\n",
+        o.traceOut, stamped.compute, manifest.taskCount(), stamped.sched,
+        stamped.load);
   }
   double seconds = stats.prefillSeconds + stats.decodeSeconds;
   int64_t steps = stats.prefillSteps + stats.decodeSteps;
@@ -799,6 +801,7 @@ int runProfile(const ProfileRunOptions &p) {
     source.device = gpu->device().describe();
     source.clock = "GPU globaltimer: the megakernel's own time stamps";
   } else {
+    source.loadStamped = false; // the host executor has no load role
     source.device = fmt::format(
         "the host executor on the CPU ({} thread{}, event checks {})",
         o.threads, o.threads == 1 ? "" : "s", o.noEventChecks ? "off" : "on");
@@ -807,7 +810,7 @@ int runProfile(const ProfileRunOptions &p) {
   }
   ProfileSummary summary = summarizeProfile(manifest, traces, source);
   std::string text = formatProfileSummary(summary);
-  int64_t slices = writeChromeTrace(
+  TraceSlices slices = writeChromeTrace(
       manifest, traces, tracePath,
       onHost ? "host steady_clock (CPU, not GPU times)" : "GPU globaltimer");
   TimelineOptions timeline;
@@ -823,10 +826,11 @@ int runProfile(const ProfileRunOptions &p) {
     e = std::max(e, t.end);
   });
   timeline.subtitle = fmt::format(
-      "{} sms, {} tasks, step {:.1f} us; idle {:.0f}% mean per sm "
-      "(compute role); predicted step {:.1f} us",
+      "{} sms, {} tasks, step {:.1f} us; mean per sm: compute idle {:.0f}%, "
+      "sched waiting {:.0f}%; predicted step {:.1f} us",
       manifest.sms, manifest.taskCount(), e > b ? double(e - b) / 1e3 : 0.0,
-      100 * summary.idleMean, summary.predictedStepUs);
+      100 * summary.idleMean, 100 * summary.roles[int(TraceRole::Sched)].mean,
+      summary.predictedStepUs);
   writePng(renderTimeline(manifest, traces.back(), timeline), pngPath);
   {
     std::ofstream file(summaryPath);
@@ -843,10 +847,11 @@ int runProfile(const ProfileRunOptions &p) {
   } else {
     std::cout << text;
   }
-  std::cerr << fmt::format("tile-run: wrote {} ({} task slices; "
-                           "chrome://tracing or ui.perfetto.dev), {} (the "
-                           "last step) and {}\n",
-                           tracePath, slices, pngPath, summaryPath);
+  std::cerr << fmt::format("tile-run: wrote {} ({} task slices, {} sched "
+                           "waits, {} load prefetches; chrome://tracing or "
+                           "ui.perfetto.dev), {} (the last step) and {}\n",
+                           tracePath, slices.compute, slices.sched, slices.load,
+                           pngPath, summaryPath);
   return 0;
 }
 
@@ -1298,7 +1303,8 @@ int main(int argc, char **argv) {
       ->check(CLI::IsMember({"megakernel", "per-op"}));
   run->add_option("--trace-out", runOptions.traceOut,
                   "GPU: write the last step's per-task stamps as a Chrome / "
-                  "Perfetto trace (JSON, one row per SM)");
+                  "Perfetto trace (JSON, a sched, load and compute track per "
+                  "SM)");
   run->add_option("--corrupt-drafts", runOptions.corruptEvery,
                   "With --oracle-draft: make every K-th oracle token wrong, so "
                   "that steps accept partial blocks (0: none)")
@@ -1357,7 +1363,9 @@ int main(int argc, char **argv) {
   CLI::App *profileCmd = app.add_subcommand(
       "profile", "Run decoding steps with per-task time stamps and write "
                  "OUT/trace.json, OUT/timeline.png and OUT/summary.txt (time, "
-                 "bytes and bandwidth per task family and op, idle per SM, "
+                 "bytes and bandwidth per task family and op, the share of "
+                 "the step each warp role (sched, load, compute) waits, "
+                 "prefetches or idles per SM, "
                  "the compiler's predicted times against the measured ones)");
   ProfileRunOptions profileOptions;
   uint64_t profileSeed = 0;
