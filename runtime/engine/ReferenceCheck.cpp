@@ -10,6 +10,13 @@
 
 namespace tilec {
 
+bool storesGateUp(const EngineManifest &manifest) {
+  for (const InstanceInfo &i : manifest.instances)
+    if (i.family == TILEC_TASK_SILU_MUL)
+      return true;
+  return false;
+}
+
 ReferenceCheck checkAgainstReference(Executor &executor, const Model &model,
                                      WeightSource &weights,
                                      const std::vector<int32_t> &prompt,
@@ -17,6 +24,7 @@ ReferenceCheck checkAgainstReference(Executor &executor, const Model &model,
   ReferenceCheck check;
   ReferenceModel::Options options;
   options.roundActivations = true;
+  options.roundGateUp = storesGateUp(executor.manifest());
   options.cacheExperts = model.target.numExperts * model.target.hiddenSize *
                              model.target.moeIntermediateSize <
                          (int64_t(1) << 28);
@@ -87,8 +95,8 @@ ReferenceCheck checkAgainstReference(Executor &executor, const Model &model,
 DraftCheck checkDrafts(const Model &model, WeightSource &weights,
                        const std::vector<int32_t> &prompt, int64_t count,
                        const DflashStats &engine,
-                       const std::vector<int32_t> *oracle,
-                       bool autoregressive) {
+                       const std::vector<int32_t> *oracle, bool autoregressive,
+                       bool roundGateUp) {
   const std::vector<std::vector<int32_t>> &drafts = engine.drafts;
   DraftCheck check;
   if (!model.drafter)
@@ -97,7 +105,7 @@ DraftCheck checkDrafts(const Model &model, WeightSource &weights,
     return check;
   const int64_t B = int64_t(drafts.front().size());
   DflashReference reference(model, weights, /*roundActivations=*/true,
-                            autoregressive);
+                            autoregressive, roundGateUp);
   DflashReference::Stats stats;
   reference.generate(prompt, count, B, &stats, oracle);
   int64_t steps =

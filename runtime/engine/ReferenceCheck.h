@@ -18,6 +18,12 @@
 
 namespace tilec {
 
+/// Whether the engine computes its dense MLPs unfused (SILU_MUL tasks, from
+/// tile-fuse{disable=silu-pair}): gate and up are then stored as bf16 before
+/// silu(g) * u, which the reference must round too to give the same bits
+/// (ReferenceModel::Options::roundGateUp).
+bool storesGateUp(const EngineManifest &manifest);
+
 struct ReferenceCheck {
   std::vector<int32_t> expected; // the reference's greedy tokens
   int64_t matchingPrefix = 0;    // leading tokens equal to the engine's
@@ -41,7 +47,7 @@ ReferenceCheck checkAgainstReference(Executor &executor, const Model &model,
 /// in DflashOptions (the reference takes the same blocks from it);
 /// `autoregressive`: the engine's drafter mode (EngineManifest's SpecInfo),
 /// which the reference drafter then runs in too (its draft logits being the
-/// last pass's).
+/// last pass's); `roundGateUp`: the engine's MLPs are unfused (storesGateUp).
 struct DraftCheck {
   int64_t steps = 0;  // decode steps compared
   int64_t tokens = 0; // draft tokens compared (B - 1 per step)
@@ -56,6 +62,6 @@ DraftCheck checkDrafts(const Model &model, WeightSource &weights,
                        const std::vector<int32_t> &prompt, int64_t count,
                        const DflashStats &engine,
                        const std::vector<int32_t> *oracle = nullptr,
-                       bool autoregressive = false);
+                       bool autoregressive = false, bool roundGateUp = false);
 
 } // namespace tilec

@@ -448,9 +448,9 @@ int runEngine(const RunOptions &o) {
     std::unique_ptr<WeightSource> source = cpuWeights(weights, model);
     check = checkAgainstReference(*executor, model, *source, ids, tokens);
     if (dflash)
-      drafts = checkDrafts(model, *source, ids, o.count, spec,
-                           o.oracleDraft ? &oracle : nullptr,
-                           manifest.spec.autoregressive());
+      drafts = checkDrafts(
+          model, *source, ids, o.count, spec, o.oracleDraft ? &oracle : nullptr,
+          manifest.spec.autoregressive(), storesGateUp(manifest));
   }
   if (o.json) {
     nlohmann::json out = {{"engine", o.engineDir},
