@@ -29,9 +29,18 @@ def TileFuse : Pass<"tile-fuse", "mlir::ModuleOp"> {
     RMSNorm into the consuming linears' prologue; RoPE and the KV-cache append
     into the q/k/v projections' epilogue; SiLU*mul into the gate/up pair; the
     residual add into o_proj/down's epilogue; router, top-k, experts and the
-    residual add into one fused_moe; argmax into lm_head.
+    residual add into one fused_moe; argmax into lm_head. `disable` leaves
+    patterns out by name (passes/Fuse.cpp's header): with `silu-pair` off the
+    gate and up projections stay two linears and `tile.silu_mul` becomes
+    SILU_MUL tasks; the other patterns' ops have no task family unfused.
   }];
   let dependentDialects = ["mlir::tile::TileDialect"];
+  let options = [
+    ListOption<"disable", "disable", "std::string",
+               "Patterns to leave out, by name (comma-separated): "
+               "block-attention, query-rope, kv-append, silu-pair, moe, "
+               "residual, argmax, concat-norm, norm-linear">
+  ];
 }
 
 def TilePartition : Pass<"tile-partition", "mlir::ModuleOp"> {
