@@ -52,6 +52,8 @@ def TilePartition : Pass<"tile-partition", "mlir::ModuleOp"> {
     attention-splits tasks per KV head (shares of its query rows), MoE into per
     (distinct expert slot, tile) tasks: at run time the router compacts the block's choices
     into its distinct experts, so each expert's weights are read once per step.
+    A silu_mul that tile-fuse left unfused becomes SILU_MUL tasks over column
+    ranges, each waiting on the gate and up projections.
   }];
   let options = [
     Option<"function", "function", "std::string", "\"target\"",
