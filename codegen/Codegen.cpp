@@ -171,6 +171,15 @@ const std::vector<FamilyInfo> &families() {
         {"drafted", TILEC_FILL_DRAFTED},
         {"out", TILEC_FILL_OUT},
         {"index", TILEC_FILL_INDEX}}},
+      {"silu_mul",
+       "silu_mul_task",
+       TILEC_TASK_SILU_MUL,
+       {"T", "N"},
+       {{"gate", TILEC_SILU_GATE},
+        {"up", TILEC_SILU_UP},
+        {"out", TILEC_SILU_OUT},
+        {"n0", TILEC_SILU_N0},
+        {"n1", TILEC_SILU_N1}}},
   };
   return table;
 }

@@ -1,31 +1,43 @@
 //===- Fuse.cpp - tile-fuse: fold ops that need no global synchronisation
 //--===//
 //
-// Patterns, each rooted at the consumer:
-//   attention(block(k, v))                  -> kv_append(k, v) + attention
-//                                              over the cache (the drafter)
-//   rope([rms_norm3](reshape(linear)))      -> fused_linear epilogue(rope)
-//                                              [head_norm]
-//   kv_append(rope(reshape(linear_k)),
-//             reshape(linear_v))             -> fused_linear rope_kcache +
-//             vcache
-//   silu_mul(linear_g(h), linear_u(h))      -> fused_linear epilogue(silu_pair)
-//   add(x, moe(n, router(n))), n = norm(x)  -> fused_moe
-//   add(r, linear(y))                       -> fused_linear epilogue(residual)
-//   argmax([logit_cap](linear(h)))          -> fused_linear epilogue(argmax)
-//                                              [logit_cap]
-//   concat(..., rms_norm(x), ...)           -> concat {norms}
-//   linear(rms_norm(x))                     -> fused_linear norm(...)
-//   epilogue(store)
+// Patterns, each rooted at the consumer, with the name tile-fuse{disable=...}
+// takes:
+//   block-attention  attention(block(k, v))     -> kv_append(k, v) + attention
+//                                                  over the cache (the drafter)
+//   query-rope       rope([rms_norm3](reshape(linear)))
+//                                               -> fused_linear epilogue(rope)
+//                                                  [head_norm]
+//   kv-append        kv_append(rope(reshape(linear_k)), reshape(linear_v))
+//                                               -> fused_linear rope_kcache +
+//                                                  fused_linear vcache
+//   silu-pair        silu_mul(linear_g(h), linear_u(h))
+//                                               -> fused_linear
+//                                                  epilogue(silu_pair)
+//   moe              add(x, moe(n, router(n))), n = norm(x) -> fused_moe
+//   residual         add(r, linear(y))          -> fused_linear
+//                                                  epilogue(residual)
+//   argmax           argmax([logit_cap](linear(h)))
+//                                               -> fused_linear
+//                                                  epilogue(argmax)
+//                                                  [logit_cap]
+//   concat-norm      concat(..., rms_norm(x), ...) -> concat {norms}
+//   norm-linear      linear(rms_norm(x))        -> fused_linear norm(...)
+//                                                  epilogue(store)
 // A linear's input produced by rms_norm becomes the fused op's prologue. Every
 // pattern accepts a plain linear or a fused_linear that only stores, so the
-// order in which the driver visits ops does not matter.
+// order in which the driver visits ops does not matter. Only silu-pair is
+// optional for lowering: without it gate and up stay two linears (norm-linear
+// still gives each the norm prologue) and tile.silu_mul has a task family of
+// its own (SILU_MUL); the ops the other patterns fold have none.
 //
 //===----------------------------------------------------------------------===//
 #include "passes/Passes.h"
 
 #include "mlir/IR/PatternMatch.h"
+#include "mlir/Rewrite/FrozenRewritePatternSet.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+#include "llvm/ADT/StringExtras.h"
 
 namespace mlir::tile {
 #define GEN_PASS_DEF_TILEFUSE
@@ -363,15 +375,40 @@ struct NormLinearFusion : public OpRewritePattern<LinearOp> {
   }
 };
 
+/// The names disable= takes (each pattern's debug label), in the order above.
+constexpr const char *kPatternNames[] = {
+    "block-attention", "query-rope", "kv-append",   "silu-pair",  "moe",
+    "residual",        "argmax",     "concat-norm", "norm-linear"};
+
 struct FusePass : public impl::TileFuseBase<FusePass> {
+  using TileFuseBase::TileFuseBase;
   void runOnOperation() override {
-    RewritePatternSet patterns(&getContext());
-    patterns.add<BlockAttentionToCache>(&getContext(), /*benefit=*/3);
-    patterns.add<QueryRopeFusion, KVAppendFusion, SiluPairFusion, MoeFusion,
-                 ArgmaxFusion, ConcatNormFusion>(&getContext(), /*benefit=*/2);
-    patterns.add<ResidualFusion, NormLinearFusion>(&getContext(),
-                                                   /*benefit=*/1);
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+    std::vector<std::string> disabled(disable.begin(), disable.end());
+    for (const std::string &name : disabled)
+      if (!llvm::is_contained(kPatternNames, StringRef(name))) {
+        mlir::emitError(getOperation().getLoc())
+            << "tile-fuse: disable=" << name << ": no pattern '" << name
+            << "' (the patterns: "
+            << llvm::join(std::begin(kPatternNames), std::end(kPatternNames),
+                          ", ")
+            << ")";
+        return signalPassFailure();
+      }
+    MLIRContext *ctx = &getContext();
+    RewritePatternSet patterns(ctx);
+    // Benefits: 3 rewrites the drafter's attention first, 2 builds a whole
+    // epilogue, 1 the generic fusions, which must not grab a linear first.
+    patterns.addWithLabel<BlockAttentionToCache>({"block-attention"}, ctx, 3);
+    patterns.addWithLabel<QueryRopeFusion>({"query-rope"}, ctx, 2);
+    patterns.addWithLabel<KVAppendFusion>({"kv-append"}, ctx, 2);
+    patterns.addWithLabel<SiluPairFusion>({"silu-pair"}, ctx, 2);
+    patterns.addWithLabel<MoeFusion>({"moe"}, ctx, 2);
+    patterns.addWithLabel<ArgmaxFusion>({"argmax"}, ctx, 2);
+    patterns.addWithLabel<ConcatNormFusion>({"concat-norm"}, ctx, 2);
+    patterns.addWithLabel<ResidualFusion>({"residual"}, ctx, 1);
+    patterns.addWithLabel<NormLinearFusion>({"norm-linear"}, ctx, 1);
+    FrozenRewritePatternSet frozen(std::move(patterns), disabled);
+    if (failed(applyPatternsGreedily(getOperation(), frozen)))
       return signalPassFailure();
   }
 };

@@ -111,6 +111,7 @@ private:
   LogicalResult partitionAttention(AttentionOp op);
   LogicalResult partitionMoe(FusedMoeOp op);
   LogicalResult partitionConcat(ConcatOp op);
+  LogicalResult partitionSiluMul(SiluMulOp op);
   LogicalResult partitionAccept(AcceptOp op);
   LogicalResult partitionSpecUpdate(SpecUpdateOp op);
   LogicalResult partitionDraftFill(DraftFillOp op);
@@ -146,10 +147,34 @@ private:
   std::string positionsBuffer, tokensBuffer;
 };
 
+/// A weight's name without the model prefix and the module names
+/// ("model.layers.3.self_attn.q_proj" -> "layers.3.q_proj").
+static std::string shortWeightName(StringRef weight) {
+  std::string name = weight.str();
+  for (StringRef prefix : {"model.", "drafter."})
+    if (StringRef(name).starts_with(prefix))
+      name = name.substr(prefix.size());
+  for (StringRef part : {"self_attn.", "mlp."}) {
+    size_t at = name.find(part.str());
+    if (at != std::string::npos)
+      name.erase(at, part.size());
+  }
+  return name;
+}
+
 std::string Partitioner::opName(Operation *op) {
   // Named after the weight it reads, which names the layer ("layers.3.q_proj").
   StringRef weight;
-  if (auto w = op->getAttrOfType<FlatSymbolRefAttr>("weight"))
+  std::string name;
+  if (auto silu = dyn_cast<SiluMulOp>(op)) {
+    // After its gate projection's layer: "layers.3.gate_proj" ->
+    // "layers.3.silu_mul".
+    Operation *gate = silu.getGate().getDefiningOp();
+    if (auto w = gate ? gate->getAttrOfType<FlatSymbolRefAttr>("weight")
+                      : FlatSymbolRefAttr())
+      name = StringRef(shortWeightName(w.getValue())).rsplit('.').first.str() +
+             ".silu_mul";
+  } else if (auto w = op->getAttrOfType<FlatSymbolRefAttr>("weight"))
     weight = w.getValue();
   else if (auto w = op->getAttrOfType<FlatSymbolRefAttr>("gate_up"))
     weight = w.getValue();
@@ -157,22 +182,13 @@ std::string Partitioner::opName(Operation *op) {
     weight = w.getValue();
   else if (auto c = op->getAttrOfType<FlatSymbolRefAttr>("cache"))
     weight = c.getValue();
-  std::string name;
   if (!weight.empty()) {
-    name = weight.str();
-    for (StringRef prefix : {"model.", "drafter."})
-      if (StringRef(name).starts_with(prefix))
-        name = name.substr(prefix.size());
-    for (StringRef part : {"self_attn.", "mlp."}) {
-      size_t at = name.find(part.str());
-      if (at != std::string::npos)
-        name.erase(at, part.size());
-    }
+    name = shortWeightName(weight);
     if (isa<AttentionOp>(op))
       name += ".attention";
     if (isa<FusedMoeOp>(op))
       name = name.substr(0, name.find(".experts")) + ".moe";
-  } else {
+  } else if (name.empty()) {
     name = op->getName().stripDialect().str() + std::to_string(opCounter);
   }
   ++opCounter;
@@ -750,6 +766,30 @@ LogicalResult Partitioner::partitionConcat(ConcatOp op) {
   return endGroup(op);
 }
 
+/// silu(gate) * up of a dense MLP whose pair tile-fuse left unfused
+/// (tile-fuse{disable=silu-pair}): column ranges of [T, N], each task waiting
+/// on both projections.
+LogicalResult Partitioner::partitionSiluMul(SiluMulOp op) {
+  auto type = cast<RankedTensorType>(op.getType());
+  if (type.getRank() != 2)
+    return op.emitOpError()
+           << "tile-partition: only [T, N] silu_mul has a task family";
+  int64_t n = type.getDimSize(1);
+  StringRef gate = bufferOf(op.getGate()), up = bufferOf(op.getUp()),
+            result = bufferOf(op.getResult());
+  int64_t cols = rowsPerTask(n, 64);
+  beginGroup(nameOf(op));
+  for (int64_t c0 = 0; c0 < n; c0 += cols) {
+    int64_t c1 = std::min(n, c0 + cols);
+    task("silu_mul", op, {argInt("T", tokens), argInt("N", n)},
+         {argSym("gate", gate), argSym("up", up), argSym("out", result),
+          argInt("n0", c0), argInt("n1", c1)},
+         {gate, up}, {result}, tokens * (c1 - c0) * 2 * 3, 0,
+         /*prefetch=*/false);
+  }
+  return endGroup(op);
+}
+
 LogicalResult Partitioner::partitionAccept(AcceptOp op) {
   StringRef draft = bufferOf(op.getDraft()),
             predicted = bufferOf(op.getPredicted()),
@@ -932,14 +972,15 @@ LogicalResult Partitioner::run() {
       ok = partitionSpecUpdate(u);
     else if (auto f = dyn_cast<DraftFillOp>(op))
       ok = partitionDraftFill(f);
+    else if (auto s = dyn_cast<SiluMulOp>(op))
+      ok = partitionSiluMul(s);
     else if (isa<ReshapeOp, func::ReturnOp>(op))
       continue;
     else
       return op.emitOpError()
              << "tile-partition: no task family for '" << op.getName()
-             << "' (tile-fuse folds norms, RoPE, KV appends, SiLU*mul, "
-                "residual adds, "
-                "the router and argmax into the ops that have one)";
+             << "' (tile-fuse folds norms, RoPE, KV appends, residual "
+                "adds, the router and argmax into the ops that have one)";
     if (failed(ok))
       return failure();
   }

@@ -18,11 +18,14 @@ namespace mlir::tile {
 #include "passes/Passes.h.inc"
 
 /// The default pipeline as text (what tilec runs; printable, editable), and the
-/// same without its builtin.module(...) anchor.
+/// same without its builtin.module(...) anchor. `disabledFusions`: tile-fuse
+/// patterns to leave out (its disable= option).
 std::string defaultPipeline(StringRef function = "target",
-                            StringRef target = "h100");
+                            StringRef target = "h100",
+                            ArrayRef<std::string> disabledFusions = {});
 std::string defaultPipelineElements(StringRef function = "target",
-                                    StringRef target = "h100");
+                                    StringRef target = "h100",
+                                    ArrayRef<std::string> disabledFusions = {});
 /// Registers the passes and the `tile-pipeline` pipeline with MLIR's registry.
 void registerTilePipelines();
 

@@ -29,9 +29,18 @@ def TileFuse : Pass<"tile-fuse", "mlir::ModuleOp"> {
     RMSNorm into the consuming linears' prologue; RoPE and the KV-cache append
     into the q/k/v projections' epilogue; SiLU*mul into the gate/up pair; the
     residual add into o_proj/down's epilogue; router, top-k, experts and the
-    residual add into one fused_moe; argmax into lm_head.
+    residual add into one fused_moe; argmax into lm_head. `disable` leaves
+    patterns out by name (passes/Fuse.cpp's header): with `silu-pair` off the
+    gate and up projections stay two linears and `tile.silu_mul` becomes
+    SILU_MUL tasks; the other patterns' ops have no task family unfused.
   }];
   let dependentDialects = ["mlir::tile::TileDialect"];
+  let options = [
+    ListOption<"disable", "disable", "std::string",
+               "Patterns to leave out, by name (comma-separated): "
+               "block-attention, query-rope, kv-append, silu-pair, moe, "
+               "residual, argmax, concat-norm, norm-linear">
+  ];
 }
 
 def TilePartition : Pass<"tile-partition", "mlir::ModuleOp"> {
@@ -43,6 +52,8 @@ def TilePartition : Pass<"tile-partition", "mlir::ModuleOp"> {
     attention-splits tasks per KV head (shares of its query rows), MoE into per
     (distinct expert slot, tile) tasks: at run time the router compacts the block's choices
     into its distinct experts, so each expert's weights are read once per step.
+    A silu_mul that tile-fuse left unfused becomes SILU_MUL tasks over column
+    ranges, each waiting on the gate and up projections.
   }];
   let options = [
     Option<"function", "function", "std::string", "\"target\"",

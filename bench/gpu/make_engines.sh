@@ -34,6 +34,17 @@ make ps-ar pro-slice --ar-drafter
 # all 70 layers (71.5 GB of weights), DFlash block 8 and plain greedy.
 make tp8 pro-tp8
 make tp8-plain pro-tp8 --no-drafter
+# The fusion tutorial (docs/tutorial-fusion.md, run.sh's section fusion): the
+# same plain engines with and without tile-fuse's silu-pair (the dense MLPs'
+# gate and up as two linears and SILU_MUL tasks), at tiny and pro-slice shapes,
+# pro-slice also with verify blocks of 8 tokens.
+for v in on off; do
+  off=()
+  [ $v = off ] && off=(--disable-fusion silu-pair)
+  make tiny-fuse-$v tiny --no-drafter "${off[@]}"
+  make ps-fuse-$v pro-slice --no-drafter "${off[@]}"
+  make ps8-fuse-$v pro-slice --no-drafter --tokens 8 "${off[@]}"
+done
 # Issue 5: one full-size MiMo-V2.5-Pro layer (dense layer 0: weights past 2^31
 # bytes) and one of V2-Flash (every offset below 2^31).
 make pro1 mimo-v2.5-pro --num-layers 1 --no-drafter

@@ -22,6 +22,9 @@
 #   bench   tile-run bench: HBM copy bandwidth, then p-tiny, d-tiny, ps-plain,
 #           ps-plain8, ps-dflash, tp8-plain, tp8 (DFlash: oracle drafts) in both
 #           launch modes (table in $OUT/bench.txt; the torch section adds flash4l's)
+#   fusion  docs/tutorial-fusion.md: engines with and without tile-fuse's silu-pair
+#           (tiny, pro-slice, pro-slice T = 8): ms/step, tasks, events, a profile
+#           of each (into $OUT/profile-ENGINE), checked against the CPU reference
 #
 # Usage: bench/gpu/run.sh ENGINES_DIR SECTION...
 set -uo pipefail
@@ -155,6 +158,42 @@ if want bench; then
   timeout 500 "$run" bench "${list[@]}" --oracle-draft --prompt-ids $prompt -n 64 \
     >"$out/bench.txt" 2>"$logs/bench.log"
   row "tile-run bench (rc $?)" info "$(grep -c '%$' "$out/bench.txt") rows, $(grep -o 'HBM bandwidth.*GB/s (' "$out/bench.txt")"
+fi
+
+if want fusion; then
+  # The same model with and without tile-fuse's silu-pair (make_engines.sh's
+  # *-fuse-on / *-fuse-off): kernel ms/step (median of 64 decode steps, the
+  # megakernel), the profile's per-family times, and --check on the GPU.
+  for s in tiny ps ps8; do
+    for v in on off; do
+      e=$s-fuse-$v
+      [ -d "$engines/$e" ] || continue
+      timeout 240 "$run" run "$engines/$e" --executor gpu --prompt-ids $prompt -n 64 --json \
+        >"$logs/run-$e.json" 2>"$logs/run-$e.log"
+      row "$e (rc $?)" info "$(summ "$logs/run-$e.json")"
+      timeout 240 "$run" profile "$engines/$e" --executor gpu -n 16 --out "$logs/profile-$e" \
+        --json >"$logs/profile-$e.json" 2>"$logs/profile-$e.log"
+      timeout 240 "$run" run "$engines/$e" --executor gpu --prompt-ids $prompt -n 32 --check \
+        >"$logs/check-$e.log" 2>&1
+      row "check $e (rc $?)" info "$(grep -o '[0-9]* of [0-9]* greedy tokens agree[^;]*; logits.*' "$logs/check-$e.log")"
+    done
+  done
+  # bench/fusion_table.py: tasks, events, estimated bytes, predicted and profiled
+  # step, the gate/up part's us per step, kernel ms/step; then on/off ratios.
+  args=()
+  for s in tiny ps ps8; do
+    for v in on off; do
+      [ -d "$engines/$s-fuse-$v" ] && args+=("$engines/$s-fuse-$v:$logs/profile-$s-fuse-$v.json:$logs/run-$s-fuse-$v.json")
+    done
+  done
+  python3 "$repo/bench/fusion_table.py" "${args[@]}" | tee "$logs/fusion.txt"
+  for s in tiny ps ps8; do
+    on=$(python3 -c "import json,sys; print(json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])['kernel_step_ms_median'])" "$logs/run-$s-fuse-on.json" 2>/dev/null)
+    off=$(python3 -c "import json,sys; print(json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])['kernel_step_ms_median'])" "$logs/run-$s-fuse-off.json" 2>/dev/null)
+    [ -n "$on" ] && [ -n "$off" ] &&
+      row "fusion $s: silu-pair on / off" info "$(python3 -c "import sys; a, b = map(float, sys.argv[1:]); print(f'{a:.4f} / {b:.4f} ms/step: the fusion saves {1e3 * (b - a):.1f} us ({100 * (b / a - 1):.1f}% of the fused step)')" "$on" "$off")"
+  done
+  while IFS= read -r line; do row "fusion table" info "$line"; done <"$logs/fusion.txt"
 fi
 
 if want tinycheck; then

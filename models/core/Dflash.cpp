@@ -99,8 +99,10 @@ Tensor heads(Tensor x, int64_t n, int64_t dim) {
 
 ReferenceDrafter::ReferenceDrafter(const DrafterConfig &drafter,
                                    const TargetConfig &target,
-                                   WeightSource &weights, bool roundActivations)
-    : d_(drafter), t_(target), round_(roundActivations), cache_(weights) {
+                                   WeightSource &weights, bool roundActivations,
+                                   bool roundGateUp)
+    : d_(drafter), t_(target), round_(roundActivations),
+      roundGateUp_(roundActivations && roundGateUp), cache_(weights) {
   validate(d_, t_);
   context_.resize(size_t(d_.numLayers));
   for (ref::KVCache &c : context_) {
@@ -256,6 +258,10 @@ Tensor ReferenceDrafter::draft(const std::vector<int32_t> &block,
     int64_t I = d_.intermediateSize;
     Tensor g = ref::linear(n2, weight(p + "mlp.gate_proj.weight", {I, H}), I);
     Tensor u = ref::linear(n2, weight(p + "mlp.up_proj.weight", {I, H}), I);
+    if (roundGateUp_) {
+      ref::roundToBf16(g);
+      ref::roundToBf16(u);
+    }
     Tensor act = ref::siluMul(g, u);
     round(act);
     x = ref::add(
@@ -282,9 +288,10 @@ double DflashReference::Stats::meanAccepted() const {
 }
 
 DflashReference::DflashReference(const Model &model, WeightSource &weights,
-                                 bool roundActivations, bool autoregressive)
+                                 bool roundActivations, bool autoregressive,
+                                 bool roundGateUp)
     : model_(model), weights_(weights), round_(roundActivations),
-      autoregressive_(autoregressive) {
+      autoregressive_(autoregressive), roundGateUp_(roundGateUp) {
   if (!model.drafter)
     fail("{}: DFlash needs a drafter and the model has none",
          model.target.name);
@@ -322,9 +329,10 @@ DflashReference::generate(const std::vector<int32_t> &prompt, int64_t count,
          oracle->size(), count + B);
   ReferenceModel::Options options;
   options.roundActivations = round_;
+  options.roundGateUp = roundGateUp_;
   ReferenceModel target(model_.target, weights_, options);
   target.setRouterTies(ties_);
-  ReferenceDrafter drafter(d, model_.target, weights_, round_);
+  ReferenceDrafter drafter(d, model_.target, weights_, round_, roundGateUp_);
 
   // Prefill: the first token, and every prompt position's context features.
   ReferenceModel::Output out = target.forward(prompt, /*keepHidden=*/true);

@@ -45,9 +45,11 @@ public:
   /// `roundActivations`: round what an engine stores as bf16 (the context
   /// features, q/k/v, attention outputs, the residual stream, SiLU*mul) as
   /// ReferenceModel::Options::roundActivations does, so that an engine's
-  /// drafts can be compared to rounding error.
+  /// drafts can be compared to rounding error; `roundGateUp` (with it) also
+  /// the MLPs' gate and up projections, as ReferenceModel::Options does.
   ReferenceDrafter(const DrafterConfig &drafter, const TargetConfig &target,
-                   WeightSource &weights, bool roundActivations = false);
+                   WeightSource &weights, bool roundActivations = false,
+                   bool roundGateUp = false);
 
   /// Appends the context features of `n` committed positions starting at
   /// contextLength(): `taps` is [n, taps * hidden], the target's hidden states
@@ -76,7 +78,7 @@ private:
                                    const std::vector<int64_t> &shape);
   DrafterConfig d_;
   TargetConfig t_;
-  bool round_;
+  bool round_, roundGateUp_;
   ref::WeightCache cache_;
   std::vector<ref::KVCache> context_;
 };
@@ -86,9 +88,12 @@ class DflashReference {
 public:
   /// `roundActivations`: both models round at an engine's bf16 points;
   /// `autoregressive`: the drafter drafts one token per pass
-  /// (ReferenceDrafter::draftAutoregressive) instead of the whole block in one.
+  /// (ReferenceDrafter::draftAutoregressive) instead of the whole block in one;
+  /// `roundGateUp`: both round the MLPs' gate and up projections too (an
+  /// engine with unfused MLPs, ReferenceModel::Options::roundGateUp).
   DflashReference(const Model &model, WeightSource &weights,
-                  bool roundActivations = false, bool autoregressive = false);
+                  bool roundActivations = false, bool autoregressive = false,
+                  bool roundGateUp = false);
 
   struct Stats {
     std::vector<int64_t> accepted; // tokens committed per verify step (1 .. B)
@@ -120,7 +125,7 @@ private:
   ref::Tensor taps(const ReferenceModel::Output &out, int64_t rows) const;
   const Model &model_;
   WeightSource &weights_;
-  bool round_, autoregressive_;
+  bool round_, autoregressive_, roundGateUp_;
   ref::RouterTies *ties_ = nullptr;
 };
 

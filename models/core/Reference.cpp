@@ -449,6 +449,10 @@ Tensor ReferenceModel::layer(int64_t i, const Tensor &x,
     Tensor g =
         ref::linear(n2, weight(m + "gate_proj.weight", {inter, h}), inter);
     Tensor u = ref::linear(n2, weight(m + "up_proj.weight", {inter, h}), inter);
+    if (round && options_.roundGateUp) {
+      ref::roundToBf16(g);
+      ref::roundToBf16(u);
+    }
     Tensor act = ref::siluMul(g, u);
     if (round)
       ref::roundToBf16(act);

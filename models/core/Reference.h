@@ -158,6 +158,11 @@ public:
     /// and the dense and MoE activations silu(g) * u. Router logits, MoE
     /// partial sums and logits stay f32. Off: everything f32.
     bool roundActivations = false;
+    /// With roundActivations: also round the dense MLPs' gate and up
+    /// projections to bf16 before silu(g) * u. An engine compiled with
+    /// tile-fuse{disable=silu-pair} stores them (two linears, then SILU_MUL
+    /// tasks); the fused SILU_PAIR epilogue keeps them in f32.
+    bool roundGateUp = false;
   };
   ReferenceModel(const TargetConfig &config, WeightSource &weights);
   ReferenceModel(const TargetConfig &config, WeightSource &weights,

@@ -11,7 +11,7 @@
 #ifndef TILEC_RUNTIME_ABI_TASKABI_H
 #define TILEC_RUNTIME_ABI_TASKABI_H
 
-#define TILEC_ABI_VERSION 4
+#define TILEC_ABI_VERSION 5
 
 /* One task: 24 signed 64-bit words. */
 #define TILEC_TASK_WORDS 24
@@ -46,7 +46,8 @@ enum TilecTaskFamily {
   TILEC_TASK_SPEC_ACCEPT = 9,  /* DFlash: verify, accept, the next block  */
   TILEC_TASK_SPEC_UPDATE = 10, /* DFlash: the next block into the step state */
   TILEC_TASK_DRAFT_FILL = 11,  /* DFlash, AR drafter: one slot drafted */
-  TILEC_TASK_FAMILY_COUNT = 12
+  TILEC_TASK_SILU_MUL = 12,    /* silu(gate) * up of an unfused dense MLP    */
+  TILEC_TASK_FAMILY_COUNT = 13
 };
 
 /* Weight storage formats (compile-time parameter of LINEAR and MOE bodies). */
@@ -184,6 +185,14 @@ enum TilecDraftFillArgs {
   TILEC_FILL_DRAFTED = 1, /* arena: int32 [T] the drafter's argmax over it    */
   TILEC_FILL_OUT = 2,     /* arena: int32 [T] the block, slot INDEX filled    */
   TILEC_FILL_INDEX = 3    /* the slot filled, 1 .. T-1                        */
+};
+
+enum TilecSiluMulArgs {
+  TILEC_SILU_GATE = 0, /* arena: bf16 [T, N] the gate projection          */
+  TILEC_SILU_UP = 1,   /* arena: bf16 [T, N] the up projection            */
+  TILEC_SILU_OUT = 2,  /* arena: bf16 [T, N] silu(gate) * up              */
+  TILEC_SILU_N0 = 3,   /* columns [n0, n1) of N                           */
+  TILEC_SILU_N1 = 4
 };
 
 /* The kernel's one argument. Pointers are device addresses. */

@@ -46,6 +46,7 @@
 #include "runtime/device/linear.cuh"
 #include "runtime/device/moe.cuh"
 #include "runtime/device/router.cuh"
+#include "runtime/device/silu_mul.cuh"
 #include "runtime/device/spec.cuh"
 
 namespace tilec {

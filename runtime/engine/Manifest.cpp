@@ -130,7 +130,8 @@ const char *familyName(TilecTaskFamily f) {
   static const char *names[] = {"embed",       "linear",        "attention",
                                 "router_topk", "moe_gate_up",   "moe_down",
                                 "moe_combine", "argmax_reduce", "concat",
-                                "spec_accept", "spec_update",   "draft_fill"};
+                                "spec_accept", "spec_update",   "draft_fill",
+                                "silu_mul"};
   static_assert(sizeof(names) / sizeof(names[0]) == TILEC_TASK_FAMILY_COUNT,
                 "a name for every task family");
   return unsigned(f) < TILEC_TASK_FAMILY_COUNT ? names[f] : "?";

@@ -19,6 +19,13 @@ bool ReferenceCheck::passed(int64_t produced) const {
          tokensCompared == produced;
 }
 
+bool storesGateUp(const EngineManifest &manifest) {
+  for (const InstanceInfo &i : manifest.instances)
+    if (i.family == TILEC_TASK_SILU_MUL)
+      return true;
+  return false;
+}
+
 namespace {
 
 /// ||a - b|| / ||b|| and max |a - b| of two rows of V values.
@@ -121,6 +128,7 @@ void matchTeacherForced(const Model &model, WeightSource &weights,
          engineLogits.size(), sequence.size());
   ReferenceModel::Options ro;
   ro.roundActivations = true;
+  ro.roundGateUp = options.roundGateUp;
   ro.cacheExperts = model.target.numExperts * model.target.hiddenSize *
                         model.target.moeIntermediateSize <
                     (int64_t(1) << 28);
@@ -204,10 +212,14 @@ ReferenceCheck checkAgainstReference(Executor &executor, const Model &model,
                                      WeightSource &weights,
                                      const std::vector<int32_t> &prompt,
                                      const std::vector<int32_t> &produced,
-                                     const ReferenceCheckOptions &options) {
+                                     const ReferenceCheckOptions &given) {
+  ReferenceCheckOptions options = given;
+  options.roundGateUp =
+      options.roundGateUp || storesGateUp(executor.manifest());
   ReferenceCheck check;
   ReferenceModel::Options ro;
   ro.roundActivations = true;
+  ro.roundGateUp = options.roundGateUp;
   ro.cacheExperts = model.target.numExperts * model.target.hiddenSize *
                         model.target.moeIntermediateSize <
                     (int64_t(1) << 28);
@@ -230,7 +242,7 @@ DraftCheck checkDrafts(const Model &model, WeightSource &weights,
                        const std::vector<int32_t> &prompt, int64_t count,
                        const DflashStats &engine,
                        const std::vector<int32_t> *oracle, bool autoregressive,
-                       const ref::RouterTies *ties) {
+                       bool roundGateUp, const ref::RouterTies *ties) {
   const std::vector<std::vector<int32_t>> &drafts = engine.drafts;
   DraftCheck check;
   if (!model.drafter)
@@ -239,7 +251,7 @@ DraftCheck checkDrafts(const Model &model, WeightSource &weights,
     return check;
   const int64_t B = int64_t(drafts.front().size());
   DflashReference reference(model, weights, /*roundActivations=*/true,
-                            autoregressive);
+                            autoregressive, roundGateUp);
   ref::RouterTies followed;
   if (ties) {
     followed = *ties;

@@ -31,7 +31,16 @@ struct ReferenceCheckOptions {
   /// Ties resolved together at one position (subsets of the position's ties up
   /// to this size are tried, smallest gaps first).
   int maxFlips = 2;
+  /// The reference rounds gate and up to bf16 (an unfused engine's SILU_MUL
+  /// input; checkAgainstReference sets it from the manifest).
+  bool roundGateUp = false;
 };
+
+/// Whether the engine computes its dense MLPs unfused (SILU_MUL tasks, from
+/// tile-fuse{disable=silu-pair}): gate and up are then stored as bf16 before
+/// silu(g) * u, which the reference must round too to give the same bits
+/// (ReferenceModel::Options::roundGateUp).
+bool storesGateUp(const EngineManifest &manifest);
 
 struct ReferenceCheck {
   /// Free-running: the reference's own greedy tokens after the prompt, and
@@ -88,7 +97,7 @@ void matchTeacherForced(const Model &model, WeightSource &weights,
 /// in DflashOptions (the reference takes the same blocks from it);
 /// `autoregressive`: the engine's drafter mode (EngineManifest's SpecInfo),
 /// which the reference drafter then runs in too (its draft logits being the
-/// last pass's).
+/// last pass's); `roundGateUp`: the engine's MLPs are unfused (storesGateUp).
 struct DraftCheck {
   int64_t steps = 0;  // decode steps compared
   int64_t tokens = 0; // draft tokens compared (B - 1 per step)
@@ -105,7 +114,7 @@ DraftCheck checkDrafts(const Model &model, WeightSource &weights,
                        const std::vector<int32_t> &prompt, int64_t count,
                        const DflashStats &engine,
                        const std::vector<int32_t> *oracle = nullptr,
-                       bool autoregressive = false,
+                       bool autoregressive = false, bool roundGateUp = false,
                        const ref::RouterTies *ties = nullptr);
 
 } // namespace tilec

@@ -3,6 +3,7 @@
 
 #include "models/core/Error.h"
 #include "models/core/Reference.h"
+#include "runtime/engine/ReferenceCheck.h"
 
 #include <algorithm>
 #include <cmath>
@@ -78,6 +79,7 @@ SampleCheckResult checkSampling(Executor &executor, const Model &model,
   const float temp = options.temperature;
   ReferenceModel::Options refOptions;
   refOptions.roundActivations = true;
+  refOptions.roundGateUp = storesGateUp(executor.manifest());
   ReferenceModel ref(model.target, weights, refOptions);
   // The last row's distribution after appending `tokens` to the cache.
   auto forwardLast = [&](const std::vector<int32_t> &tokens) {

@@ -119,6 +119,7 @@ uint32_t familyColor(TilecTaskFamily family) {
       0x7f7f7f, // spec_accept
       0x393b79, // spec_update
       0xad494a, // draft_fill
+      0x98df8a, // silu_mul
   };
   static_assert(sizeof(colors) / sizeof(colors[0]) == TILEC_TASK_FAMILY_COUNT,
                 "a colour for every task family");

@@ -38,7 +38,8 @@ const char *familyName(int64_t family) {
   static const char *names[] = {"EMBED",       "LINEAR",        "ATTENTION",
                                 "ROUTER_TOPK", "MOE_GATE_UP",   "MOE_DOWN",
                                 "MOE_COMBINE", "ARGMAX_REDUCE", "CONCAT",
-                                "SPEC_ACCEPT", "SPEC_UPDATE",   "DRAFT_FILL"};
+                                "SPEC_ACCEPT", "SPEC_UPDATE",   "DRAFT_FILL",
+                                "SILU_MUL"};
   static_assert(sizeof(names) / sizeof(names[0]) == TILEC_TASK_FAMILY_COUNT,
                 "a name for every task family");
   return family >= 0 && family < TILEC_TASK_FAMILY_COUNT ? names[family] : "?";
@@ -66,7 +67,8 @@ const std::vector<const char *> &requiredParams(TilecTaskFamily family) {
       {"T", "W", "OUT_W", "norm"},
       {"T", "mask_token"},
       {"T"},
-      {"T"}};
+      {"T"},
+      {"T", "N"}};
   return table[family];
 }
 
@@ -937,6 +939,27 @@ void runMoeCombine(TaskRun &r) {
   }
 }
 
+/// SILU_MUL: out[t, n] = bf16(silu(gate[t, n]) * up[t, n]) for n in [N0, N1),
+/// gate and up the bf16 outputs of two separate linears (the unfused dense MLP:
+/// the SILU_PAIR epilogue computes the same from their f32 sums).
+void runSiluMul(TaskRun &r) {
+  int64_t T = r.param("T"), N = r.param("N");
+  int64_t n0 = r.arg(TILEC_SILU_N0), n1 = r.arg(TILEC_SILU_N1), n = n1 - n0;
+  checkRows(r, n0, n1, N, 0);
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<float> g =
+        r.bf16s(kArena, r.arg(TILEC_SILU_GATE) + 2 * (t * N + n0), n,
+                "the gate projection");
+    std::vector<float> u =
+        r.bf16s(kArena, r.arg(TILEC_SILU_UP) + 2 * (t * N + n0), n,
+                "the up projection");
+    for (int64_t i = 0; i < n; ++i)
+      g[size_t(i)] = xm::silu(g[size_t(i)]) * u[size_t(i)];
+    r.storeBf16(kArena, r.arg(TILEC_SILU_OUT) + 2 * (t * N + n0), g.data(), n,
+                "the output");
+  }
+}
+
 void runArgmaxReduce(TaskRun &r) {
   int64_t T = r.param("T"), tiles = r.param("tiles");
   if (r.arg(TILEC_AMX_TILES) != tiles || tiles <= 0)
@@ -1456,6 +1479,9 @@ void HostExecutor::Impl::runTask(int sm) {
     break;
   case TILEC_TASK_ARGMAX_REDUCE:
     runArgmaxReduce(run);
+    break;
+  case TILEC_TASK_SILU_MUL:
+    runSiluMul(run);
     break;
   default:
     run.error("unknown family");

@@ -15,7 +15,7 @@ os.makedirs(out, exist_ok=True)
 buffers = [{"name": name, "dtype": "i32", "shape": [1], "offset": offset, "bytes": 4}
            for name, offset in (("tokens", 0), ("positions", 256), ("argmax", 512))]
 manifest = {
-    "format": "tilec-engine", "abi_version": 4, "tilec_version": "gpu-test",
+    "format": "tilec-engine", "abi_version": 5, "tilec_version": "gpu-test",
     "model": {"name": "tiny", "config": open(config_path).read(), "drafter_config": "",
               "function": "target"},
     "target": {"name": "gpu-test", "arch": arch, "sms": 1, "smem_per_block": 0},

@@ -167,6 +167,11 @@ struct Dispatch {
     case 28: tilec::spec_update_task<8>(t, c); break;
     case 29: tilec::attention_task<4, 4, 2, 16, 16, 16, 20, 0, 0, 8>(t, c); break;
     case 30: tilec::draft_fill_task<8>(t, c); break;
+    // tile-fuse{disable=silu-pair}: the dense MLP's gate and up as two linears
+    // storing bf16, then SILU_MUL (16-byte vectors, and an odd width).
+    case 31: tilec::linear_task<8, 6144, 16384, 128, TILEC_FMT_FP8, TILEC_PRO_RMSNORM, TILEC_EPI_STORE_BF16, 0, 0, 0, 0, 0, 0>(t, c); break;
+    case 32: tilec::silu_mul_task<8, 16384>(t, c); break;
+    case 33: tilec::silu_mul_task<1, 100>(t, c); break;
     default: break;
     }
   }

@@ -5,6 +5,7 @@
 #include "models/core/Reference.h"
 #include "models/core/Synthetic.h"
 #include "models/core/WeightList.h"
+#include "runtime/engine/ReferenceCheck.h"
 #include "runtime/engine/WeightPacker.h"
 #include "runtime/host/HostExecutor.h"
 
@@ -633,6 +634,7 @@ void expectMatchesReference(const EngineManifest &manifest,
   SyntheticWeights weights(model, oracle.weightSeed);
   ReferenceModel::Options options;
   options.roundActivations = true;
+  options.roundGateUp = storesGateUp(manifest); // unfused dense MLPs
   ReferenceModel reference(model.target, weights, options);
   std::vector<int32_t> expected =
       reference.generateGreedy(oracle.prompt, oracle.count);

@@ -459,7 +459,8 @@ int runEngine(const RunOptions &o) {
     if (dflash)
       drafts = checkDrafts(model, *source, ids, o.count, spec,
                            o.oracleDraft ? &oracle : nullptr,
-                           manifest.spec.autoregressive(), &check->resolved);
+                           manifest.spec.autoregressive(),
+                           storesGateUp(manifest), &check->resolved);
   }
   if (o.json) {
     nlohmann::json out = {{"engine", o.engineDir},

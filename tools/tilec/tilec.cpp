@@ -2,6 +2,7 @@
 //-------------------------------===//
 //
 //   tilec MODEL -o ENGINE_DIR [--target h100] [--dump-ir DIR] [--pipeline P]
+//         [--disable-fusion silu-pair]
 //   tilec MODEL --emit=graph|tasks [-o FILE]
 //
 // A model with a DFlash drafter compiles @dflash_step (verify, accept and
@@ -66,6 +67,13 @@ cl::opt<std::string>
              cl::desc("A textual pass pipeline replacing the default "
                       "(see --print-pipeline)"),
              cl::init(""), cl::cat(category));
+cl::list<std::string> disableFusion(
+    "disable-fusion",
+    cl::desc("Leave these tile-fuse patterns out of the default pipeline "
+             "(comma-separated; tile-fuse{disable=...}): silu-pair keeps a "
+             "dense MLP's gate and up projections apart, with SILU_MUL tasks "
+             "after them (docs/tutorial-fusion.md)"),
+    cl::value_desc("pattern,..."), cl::CommaSeparated, cl::cat(category));
 cl::opt<bool>
     printPipeline("print-pipeline",
                   cl::desc("Print the default pass pipeline and exit"),
@@ -351,9 +359,13 @@ int main(int argc, char **argv) {
   // With a drafter the engine runs DFlash: one launch verifies a block,
   // accepts, and drafts the next.
   const char *function = model->drafter ? "dflash_step" : "target";
-  std::string passes = pipeline.empty()
-                           ? mlir::tile::defaultPipeline(function, target)
-                           : pipeline;
+  if (!pipeline.empty() && !disableFusion.empty())
+    return error("--disable-fusion edits the default pipeline; with "
+                 "--pipeline, write tile-fuse{disable=...} into it");
+  std::vector<std::string> disabled(disableFusion.begin(), disableFusion.end());
+  std::string passes =
+      pipeline.empty() ? mlir::tile::defaultPipeline(function, target, disabled)
+                       : pipeline;
   if (printPipeline) {
     outs() << passes << "\n";
     return 0;
