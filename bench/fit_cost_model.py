@@ -33,7 +33,7 @@ def tasks_of(path):
     sms, out = set(), []
     for e in events:
         if e.get("ph") == "M" and e.get("name") == "thread_name":
-            m = re.fullmatch(r"SM (\d+)", e.get("args", {}).get("name", ""))
+            m = re.fullmatch(r"SM (\d+)( \w+)?", e.get("args", {}).get("name", ""))
             if m:
                 sms.add(int(m.group(1)))
         if e.get("ph") != "X":

@@ -152,7 +152,7 @@ fi
 
 if want bench; then
   list=()
-  for e in p-tiny d-tiny ps-plain ps-plain8 ps-dflash tp8-plain tp8; do
+  for e in p-tiny d-tiny ps-plain ps-plain8 ps-dflash tp8; do
     [ -d "$engines/$e" ] && list+=("$engines/$e")
   done
   timeout 500 "$run" bench "${list[@]}" --oracle-draft --prompt-ids $prompt -n 64 \

@@ -88,9 +88,6 @@ CopyBandwidth measureCopyBandwidth(int ordinal, int64_t bytes, int reps,
   out.bytes = bytes;
   out.reps = reps;
   out.trials = trials;
-  if (2 * bytes > out.device.freeMemory)
-    fail("HBM bandwidth: two buffers of {} do not fit in GPU {}'s free {}",
-         formatBytes(bytes), ordinal, formatBytes(out.device.freeMemory));
   CUdevice device = 0;
   d.check(d.cuDeviceGet(&device, ordinal), "cuDeviceGet");
   CUcontext ctx = nullptr;
@@ -121,6 +118,11 @@ CopyBandwidth measureCopyBandwidth(int ordinal, int64_t bytes, int reps,
     }
   } cleanup{d, device, a, b, stream, start, end};
   d.check(d.cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
+  size_t freeBytes = 0, totalBytes = 0;
+  d.check(d.cuMemGetInfo(&freeBytes, &totalBytes), "cuMemGetInfo");
+  if (2 * bytes > int64_t(freeBytes))
+    fail("HBM bandwidth: two buffers of {} do not fit in GPU {}'s free {}",
+         formatBytes(bytes), ordinal, formatBytes(int64_t(freeBytes)));
   d.check(d.cuMemAlloc(&a, size_t(bytes)), "HBM bandwidth: cuMemAlloc");
   d.check(d.cuMemAlloc(&b, size_t(bytes)), "HBM bandwidth: cuMemAlloc");
   d.check(d.cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
