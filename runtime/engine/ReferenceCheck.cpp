@@ -40,6 +40,18 @@ std::pair<double, double> rowError(const float *a, const float *b, int64_t V) {
   return {std::sqrt(diff / std::max(norm, 1e-30)), maxAbs};
 }
 
+/// The reference as the check runs it: bf16 activations at the engine's
+/// points, experts cached when they fit comfortably.
+ReferenceModel::Options referenceOptions(const Model &model, bool roundGateUp) {
+  ReferenceModel::Options ro;
+  ro.roundActivations = true;
+  ro.roundGateUp = roundGateUp;
+  ro.cacheExperts = model.target.numExperts * model.target.hiddenSize *
+                        model.target.moeIntermediateSize <
+                    (int64_t(1) << 28);
+  return ro;
+}
+
 /// The engine's logits for every position of `sequence`, replayed from
 /// position 0 in steps of T (a DFlash engine verifies each chunk as a forced
 /// block).
@@ -126,13 +138,8 @@ void matchTeacherForced(const Model &model, WeightSource &weights,
   if (engineLogits.size() != sequence.size())
     fail("check: {} engine logit rows for a sequence of {}",
          engineLogits.size(), sequence.size());
-  ReferenceModel::Options ro;
-  ro.roundActivations = true;
-  ro.roundGateUp = options.roundGateUp;
-  ro.cacheExperts = model.target.numExperts * model.target.hiddenSize *
-                        model.target.moeIntermediateSize <
-                    (int64_t(1) << 28);
-  ReferenceModel reference(model.target, weights, ro);
+  ReferenceModel reference(model.target, weights,
+                           referenceOptions(model, options.roundGateUp));
   ref::RouterTies ties;
   ties.epsilon = options.tieEpsilon;
   reference.setRouterTies(&ties);
@@ -159,6 +166,7 @@ void matchTeacherForced(const Model &model, WeightSource &weights,
     if (rel > options.logitTolerance && !seen.empty() &&
         options.tieEpsilon > 0) {
       double bestRel = rel;
+      bool lastIsChosen = false; // the caches hold the last variant run
       for (const std::vector<size_t> &subset :
            subsets(seen, options.maxFlips)) {
         std::vector<ref::RouterTies::Tie> flip;
@@ -166,15 +174,18 @@ void matchTeacherForced(const Model &model, WeightSource &weights,
           flip.push_back(seen[i]);
         ref::Tensor alt = run(flip);
         double r = rowError(engine.data(), alt.data.data(), V).first;
-        if (r < bestRel) {
+        lastIsChosen = r < bestRel;
+        if (lastIsChosen) {
           bestRel = r;
           chosen = flip;
+          logits = std::move(alt);
         }
         if (r <= options.logitTolerance)
           break;
       }
-      // The model's caches must hold the chosen variant.
-      logits = run(chosen);
+      // The model's caches (and ties.seen) must be the chosen variant's.
+      if (!lastIsChosen)
+        logits = run(chosen);
       std::tie(rel, abs) = rowError(engine.data(), logits.data.data(), V);
     }
     check.tiesSeen += int64_t(ties.seen.size());
@@ -217,13 +228,8 @@ ReferenceCheck checkAgainstReference(Executor &executor, const Model &model,
   options.roundGateUp =
       options.roundGateUp || storesGateUp(executor.manifest());
   ReferenceCheck check;
-  ReferenceModel::Options ro;
-  ro.roundActivations = true;
-  ro.roundGateUp = options.roundGateUp;
-  ro.cacheExperts = model.target.numExperts * model.target.hiddenSize *
-                        model.target.moeIntermediateSize <
-                    (int64_t(1) << 28);
-  ReferenceModel greedy(model.target, weights, ro);
+  ReferenceModel greedy(model.target, weights,
+                        referenceOptions(model, options.roundGateUp));
   check.expected = greedy.generateGreedy(prompt, int64_t(produced.size()));
   while (check.matchingPrefix < int64_t(produced.size()) &&
          produced[size_t(check.matchingPrefix)] ==
@@ -280,14 +286,9 @@ DraftCheck checkDrafts(const Model &model, WeightSource &weights,
       const std::vector<float> &have = engine.draftLogits[size_t(s)];
       int64_t V = want.dim(1);
       for (int64_t j = 1; j < B && (j + 1) * V <= int64_t(have.size()); ++j) {
-        double diff = 0, norm = 0;
-        for (int64_t v = 0; v < V; ++v) {
-          double a = have[size_t(j * V + v)], b = want.row(j - 1)[v];
-          diff += (a - b) * (a - b);
-          norm += b * b;
-        }
-        check.maxRelativeError = std::max(
-            check.maxRelativeError, std::sqrt(diff / std::max(norm, 1e-30)));
+        check.maxRelativeError =
+            std::max(check.maxRelativeError,
+                     rowError(have.data() + j * V, want.row(j - 1), V).first);
         ++check.logitRows;
       }
     }

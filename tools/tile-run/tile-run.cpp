@@ -1068,8 +1068,7 @@ struct BenchOptions {
 /// engines: enough tokens for at least that many), the steps after the
 /// warm-up timed by the engine's CUDA events.
 BenchRow benchOne(const BenchOptions &o, const std::string &dir,
-                  const std::string &launch) {
-  EngineManifest manifest = readEngine(dir);
+                  const EngineManifest &manifest, const std::string &launch) {
   std::vector<int32_t> ids = parseIds(o.prompt, engineVocab(manifest));
   const bool dflash = manifest.spec.enabled();
   const int64_t T = manifest.tokens;
@@ -1154,8 +1153,10 @@ int runBench(const BenchOptions &o) {
     fail("bench: needs a GPU (the host executor's times say nothing about "
          "HBM): {}",
          reason);
+  // Every engine readable before any GPU time is spent.
+  std::vector<EngineManifest> manifests;
   for (const std::string &dir : o.engines)
-    readEngine(dir); // every engine readable before any GPU time is spent
+    manifests.push_back(readEngine(dir));
   CopyBandwidth bw = measureCopyBandwidth(o.device, o.copyMib << 20);
   std::string device = bw.device.describe();
   if (!o.json)
@@ -1167,9 +1168,10 @@ int runBench(const BenchOptions &o) {
   else
     launches = {o.launch};
   std::vector<BenchRow> rows;
-  for (const std::string &dir : o.engines)
+  for (size_t e = 0; e < o.engines.size(); ++e)
     for (const std::string &launch : launches) {
-      BenchRow row = benchOne(o, dir, launch);
+      const std::string &dir = o.engines[e];
+      BenchRow row = benchOne(o, dir, manifests[e], launch);
       finishRow(row, bw.gbps);
       if (!o.json)
         std::cerr << fmt::format("tile-run: {} ({}): {:.3f} ms per step\n", dir,
