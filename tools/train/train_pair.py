@@ -21,19 +21,29 @@ Stages (each timed; the two training stages stop on a wall-clock budget):
                 sliding window). Distilled on the target's own greedy continuations and on
                 corpus text, labels = the target's greedy tokens; the <|mask|> row of the
                 target's embedding is trained with it (the target never reads that token);
+                then an autoregressive baseline drafter (same class and sizes) trained
+                for tilec --ar-drafter's passes: pass k drafts slot k of
+                [last, d_1 .. d_(k-1), <|mask|> ...] (the <|mask|> row kept);
   5. export     transformers' MiMoV2Flash checkpoint layout with the hub FP8 spelling of
                 quantization_config: q/k/v/o and the dense MLP FP8 E4M3 with 128x128 F32
                 scales (`<name>_scale_inv`), experts MXFP4 per expert (U8 pairs + E8M0
                 `<name>_scale`), the quantizers of models/core/Formats.cpp re-implemented
-                bit for bit in numpy; drafter/ (config.json + model.safetensors, BF16) and
-                tokenizer.json;
+                bit for bit in numpy; drafter/ and drafter-ar/ (config.json +
+                model.safetensors, BF16) and tokenizer.json;
   6. metrics    held-out loss with BF16 and with the quantized weights, quantized-vs-BF16
-                argmax agreement (teacher-forced) and greedy-generation agreement, DFlash
-                mean accepted length + histogram at block sizes 2, 4, 8 (quantized target),
-                timings; written to OUT/metrics.json.
+                argmax agreement (teacher-forced) and greedy-generation agreement, mean
+                accepted length + histogram at block sizes 2, 4, 8 (quantized target) of
+                DFlash, of the DFlash drafter in autoregressive mode and of the
+                autoregressive drafter, timings; written to OUT/metrics.json.
+
+With --target-from DIR, stages 2 and 3 are skipped: the tokenizer and the quantized target
+of a directory this script wrote are loaded (the target dequantized), the drafters trained
+on it, and the target exported with its tensors unchanged but the <|mask|> row.
 
 Usage (GPU host, < 8 minutes in all):
     python3 tools/train/train_pair.py --out /tmp/pair --minutes-target 3 --minutes-drafter 2
+Drafters only, on a committed target:
+    python3 tools/train/train_pair.py --out /tmp/pair2 --target-from tests/fixtures/code-pair
 Smoke test (CPU, a minute or two):
     python3 tools/train/train_pair.py --out /tmp/pair-smoke --tiny-smoke
 Then tools/train/check_fixture.py checks the directory with tilec and tile-run.
@@ -45,6 +55,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import struct
 import sys
 import sysconfig
@@ -460,7 +471,10 @@ def train_target(model, stream, s, args, device, gen):
     model.eval()
     return dict(steps=step, tokens=tokens, seconds=time.time() - budget.start,
                 train_loss_last=float(np.mean(losses[-20:])) if losses else None,
-                train_loss_first=float(losses[0]) if losses else None)
+                train_loss_first=float(losses[0]) if losses else None,
+                epochs=tokens / max(1, len(stream)),
+                router_bias_rule=f"aux-loss-free: bias += {args.bias_update} * "
+                                 "sign(mean load - expert load) per step")
 
 
 # ----------------------------------------------------------------------------------------
@@ -660,24 +674,72 @@ def greedy_generate(model, prompts, new_tokens, device, batch=64):
     return torch.cat(out)
 
 
-def train_drafter(drafter, target, stream, s, args, device, gen, mask_id):
+def greedy_pool(target, stream, s, device, gen, max_seconds):
+    """The target's own greedy continuations of corpus prompts [n, pool_prompt + pool_new]
+    on the device: batches of 64 up to pool_seqs, none started after max_seconds (one at
+    least)."""
     t0 = time.time()
-    budget_s = args.minutes_drafter * 60
-    tap_ids = s.tap_ids()
     data = torch.from_numpy(stream)
-    N = s.pool_prompt + s.pool_new
-    # The target's own greedy continuations of corpus prompts (time-capped: a quarter of
-    # the stage at most).
     starts = torch.randint(0, len(stream) - s.pool_prompt, (s.pool_seqs,), generator=gen)
     prompts = data[starts[:, None] + torch.arange(s.pool_prompt)]
     pool = []
     with autocast(device):
         for i in range(0, s.pool_seqs, 64):
-            if pool and time.time() - t0 > budget_s / 4:
+            if pool and time.time() - t0 > max_seconds:
                 break
             cont = greedy_generate(target, prompts[i:i + 64], s.pool_new, device)
             pool.append(torch.cat([prompts[i:i + 64], cont], dim=1).to(device))
-    pool = torch.cat(pool).to(device)
+    return torch.cat(pool).to(device)
+
+
+def drafter_batch(target, pool, dstream, s, block_sizes, device, gen):
+    """One drafter batch: half the greedy pool, half fresh corpus text, the target's taps
+    and greedy labels, a block size drawn from block_sizes and sorted anchors [b, K]."""
+    N = s.pool_prompt + s.pool_new
+    half = s.d_batch // 2
+    pi = torch.randint(0, len(pool), (s.d_batch - half,), generator=gen).to(device)
+    ci = torch.randint(0, len(dstream) - N - 1, (half,), generator=gen).to(device)
+    seqs = torch.cat([pool[pi], dstream[ci[:, None] + torch.arange(N, device=device)]])
+    feats, labels = target_taps_and_labels(target, seqs, s.tap_ids(), device)
+    Bs = block_sizes[int(torch.randint(0, len(block_sizes), (1,), generator=gen))]
+    K = min(s.d_anchors, N - Bs)
+    anchors = torch.stack([torch.randperm(N - Bs, generator=gen)[:K] + 1
+                           for _ in range(len(seqs))]).sort(dim=1).values.to(device)
+    return seqs, feats, labels, Bs, anchors
+
+
+def fit_drafter(name, params, batch_loss, seconds, fixed_steps, s, args):
+    """The drafters' training loop (AdamW, warm-up then cosine to the budget, clipping);
+    batch_loss() -> (loss, block size)."""
+    opt = make_optimizer(params, s.d_lr)
+    budget = Budget(seconds, fixed_steps)
+    step, losses = 0, []
+    while budget.tick(step):
+        lr = lr_at(step, budget.total, s.d_lr, s.d_warmup)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss, Bs = batch_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if step % args.log_every == 0:
+            log(f"{name} step {step}/{budget.describe()} "
+                f"block {Bs} loss {loss.item():.4f} lr {lr:.2e}")
+        step += 1
+    return dict(steps=step,
+                train_loss_last=float(np.mean(losses[-20:])) if losses else None,
+                train_loss_first=float(losses[0]) if losses else None)
+
+
+def train_drafter(drafter, target, stream, s, args, device, gen, mask_id):
+    """The DFlash drafter (and the <|mask|> row, written into the target's embedding).
+    Returns its stats and the greedy pool (the AR drafter's data too)."""
+    t0 = time.time()
+    budget_s = args.minutes_drafter * 60
+    # A quarter of the stage at most for the pool.
+    pool = greedy_pool(target, stream, s, device, gen, budget_s / 4)
     pool_seconds = time.time() - t0
     log(f"drafter: {len(pool)} greedy continuations of {s.pool_new} tokens in "
         f"{pool_seconds:.1f} s")
@@ -688,31 +750,17 @@ def train_drafter(drafter, target, stream, s, args, device, gen, mask_id):
     lm_head = target.lm_head.weight
     mask_row = nn.Parameter(embed[mask_id].detach().clone())
     params = list(drafter.named_parameters()) + [("mask_row", mask_row)]
-    opt = make_optimizer(params, s.d_lr)
-    budget = Budget(budget_s - (time.time() - t0), args.drafter_steps)
     block_sizes = [int(x) for x in args.drafter_block_sizes.split(",")]
-    n_corpus = len(stream) - N - 1
-    dstream = data.to(device)
-    step, losses = 0, []
-    drafter.train()
-    while budget.tick(step):
-        lr = lr_at(step, budget.total, s.d_lr, s.d_warmup)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        # Half the batch from the greedy pool, half fresh corpus text (teacher labels).
-        half = s.d_batch // 2
-        pi = torch.randint(0, len(pool), (s.d_batch - half,), generator=gen).to(device)
-        ci = torch.randint(0, n_corpus, (half,), generator=gen).to(device)
-        seqs = torch.cat([pool[pi], dstream[ci[:, None] + torch.arange(N, device=device)]])
-        feats, labels = target_taps_and_labels(target, seqs, tap_ids, device)
-        Bs = block_sizes[int(torch.randint(0, len(block_sizes), (1,), generator=gen))]
-        K = min(s.d_anchors, N - Bs)
-        anchors = torch.stack([torch.randperm(N - Bs, generator=gen)[:K] + 1
-                               for _ in range(len(seqs))]).sort(dim=1).values.to(device)
-        tokens = torch.full((len(seqs), K, Bs), mask_id, device=device)
+    dstream = torch.from_numpy(stream).to(device)
+
+    def batch_loss():
+        seqs, feats, labels, Bs, anchors = drafter_batch(target, pool, dstream, s,
+                                                         block_sizes, device, gen)
+        b, K = anchors.shape
+        tokens = torch.full((b, K, Bs), mask_id, device=device)
         tokens[:, :, 0] = seqs.gather(1, anchors)
         pos = anchors[:, :, None] + torch.arange(1, Bs, device=device)
-        target_ids = labels.gather(1, pos.reshape(len(seqs), -1)).view(len(seqs), K, Bs - 1)
+        target_ids = labels.gather(1, pos.reshape(b, -1)).view(b, K, Bs - 1)
         with autocast(device):
             logits = drafter(feats, tokens, anchors, embed, lm_head, mask_row, mask_id)
         # DFlash's loss: cross entropy on the block slots, slot k weighted exp(-(k-1)/g).
@@ -720,23 +768,53 @@ def train_drafter(drafter, target, stream, s, args, device, gen, mask_id):
                       / args.drafter_gamma)
         ce = F.cross_entropy(logits[:, :, 1:].float().reshape(-1, logits.shape[-1]),
                              target_ids.reshape(-1), reduction="none").view(-1, Bs - 1)
-        loss = (ce * w).sum() / (w.sum() * ce.shape[0])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
-        opt.step()
-        losses.append(loss.item())
-        if step % args.log_every == 0:
-            log(f"drafter step {step}/{budget.describe()} "
-                f"block {Bs} loss {loss.item():.4f} lr {lr:.2e}")
-        step += 1
+        return (ce * w).sum() / (w.sum() * ce.shape[0]), Bs
+
+    drafter.train()
+    stats = fit_drafter("drafter", params, batch_loss, budget_s - (time.time() - t0),
+                        args.drafter_steps, s, args)
     drafter.eval()
     with torch.no_grad():
-        target.model.embed_tokens.weight[mask_id] = mask_row.detach()
-    return dict(steps=step, pool_sequences=len(pool), pool_seconds=pool_seconds,
-                seconds=time.time() - t0,
-                train_loss_last=float(np.mean(losses[-20:])) if losses else None,
-                train_loss_first=float(losses[0]) if losses else None)
+        embed[mask_id] = mask_row.detach()
+    return dict(stats, pool_sequences=len(pool), pool_seconds=pool_seconds,
+                seconds=time.time() - t0), pool
+
+
+def train_ar_drafter(drafter, target, pool, stream, s, args, device, gen, mask_id):
+    """The autoregressive baseline drafter, for tilec --ar-drafter: its pass k runs the
+    drafter over [last, d_1 .. d_(k-1), MASK ...] (bidirectional in the block) and takes
+    slot k's argmax. Per anchor a random k in 1..B-1, slots 1..k-1 hold the target's
+    greedy tokens (what accepted drafts are), the loss is slot k's cross entropy. Data,
+    optimizer and block sizes are the DFlash drafter's; the <|mask|> row is the target's
+    embedding's (set by the DFlash drafter), kept as it is."""
+    t0 = time.time()
+    embed = target.model.embed_tokens.weight
+    lm_head = target.lm_head.weight
+    params = list(drafter.named_parameters())
+    block_sizes = [int(x) for x in args.drafter_block_sizes.split(",")]
+    dstream = torch.from_numpy(stream).to(device)
+
+    def batch_loss():
+        seqs, feats, labels, Bs, anchors = drafter_batch(target, pool, dstream, s,
+                                                         block_sizes, device, gen)
+        b, K = anchors.shape
+        k = torch.randint(1, Bs, (b, K), generator=gen).to(device)
+        slot = torch.arange(Bs, device=device)
+        filled = labels.gather(1, (anchors[:, :, None] + slot).reshape(b, -1)).view(b, K, Bs)
+        tokens = torch.where(slot < k[..., None], filled, mask_id)
+        tokens[:, :, 0] = seqs.gather(1, anchors)
+        with autocast(device):
+            logits = drafter(feats, tokens, anchors, embed, lm_head)
+        V = logits.shape[-1]
+        picked = logits.gather(2, k[:, :, None, None].expand(b, K, 1, V))
+        return F.cross_entropy(picked.float().reshape(-1, V),
+                               labels.gather(1, anchors + k).reshape(-1)), Bs
+
+    drafter.train()
+    stats = fit_drafter("ar drafter", params, batch_loss, args.minutes_ar_drafter * 60,
+                        args.ar_drafter_steps, s, args)
+    drafter.eval()
+    return dict(stats, seconds=time.time() - t0)
 
 
 # ----------------------------------------------------------------------------------------
@@ -905,6 +983,16 @@ class Tensors:
         self.items[name] = ("BF16", bits)
         self.values[name] = bf16_bits_to_f32(bits)
 
+    def bf16_row(self, name, i, row):
+        """Replaces row i of the BF16 tensor `name`; its other bytes stay as they are."""
+        dtype, bits = self.items[name]
+        if dtype != "BF16":
+            sys.exit(f"train_pair.py: {name} is {dtype}, expected BF16")
+        bits = bits.copy()
+        bits[i] = to_bf16_bits(row)
+        self.items[name] = (dtype, bits)
+        self.values[name] = bf16_bits_to_f32(bits)
+
     def f32(self, name, t):
         a = t.detach().float().cpu().numpy()
         self.items[name] = ("F32", a)
@@ -1045,6 +1133,53 @@ def load_values(model, t, bf16_only=False):
     return model
 
 
+SAFETENSORS_NP = {"BF16": np.uint16, "F32": np.float32, "F8_E4M3": np.uint8,
+                  "F8_E8M0": np.uint8, "U8": np.uint8}
+
+
+def load_export(path):
+    """The model.safetensors of a directory this script wrote, as Tensors: the items as
+    stored (saved back byte for byte), the values dequantized as tilec's loader does."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    header.pop("__metadata__", None)
+    t = Tensors()
+    for name, h in sorted(header.items()):
+        if h["dtype"] not in SAFETENSORS_NP:
+            sys.exit(f"train_pair.py: {path}: {name} is {h['dtype']}, which this script "
+                     "does not write")
+        lo, hi = h["data_offsets"]
+        t.items[name] = (h["dtype"], np.frombuffer(data[lo:hi], SAFETENSORS_NP[h["dtype"]])
+                         .reshape(h["shape"]))
+    for name, (dtype, a) in t.items.items():
+        if dtype == "F8_E4M3":
+            t.values[name] = dequantize_fp8_block(a, t.items[name + "_scale_inv"][1])
+        elif dtype == "U8":
+            t.values[name] = dequantize_mxfp4(a, t.items[name + "_scale"][1])
+        elif dtype == "BF16":
+            t.values[name] = bf16_bits_to_f32(a)
+        elif dtype == "F32" and not name.endswith("_scale_inv"):
+            t.values[name] = a.copy()
+    return t
+
+
+def target_sizes(s, c):
+    """s with the target's fields from a config.json this script wrote."""
+    rope = c["rope_parameters"]
+    return dataclasses.replace(
+        s, vocab=c["vocab_size"], hidden=c["hidden_size"], layer_types=tuple(c["layer_types"]),
+        heads=c["num_attention_heads"], kv_heads=c["num_key_value_heads"],
+        head_dim=c["head_dim"], v_head_dim=c["v_head_dim"],
+        partial_rotary=rope["full_attention"]["partial_rotary_factor"],
+        full_theta=rope["full_attention"]["rope_theta"],
+        sliding_theta=rope["sliding_attention"]["rope_theta"], window=c["sliding_window"],
+        value_scale=c["attention_value_scale"], dense_intermediate=c["intermediate_size"],
+        experts=c["n_routed_experts"], top_k=c["num_experts_per_tok"], n_group=c["n_group"],
+        topk_group=c["topk_group"], moe_intermediate=c["moe_intermediate_size"])
+
+
 def export_drafter(drafter):
     t = Tensors()
     for name, p in drafter.state_dict().items():
@@ -1083,24 +1218,16 @@ def eval_loss(model, windows, device, batch=16):
     return total / count, torch.cat(argmax)
 
 
-def dflash_simulated(drafter, target_embed, lm_head, z, feats, P, count, B, mask_id):
-    """Greedy DFlash is lossless, so the committed tokens are the target's greedy tokens z
-    and every possible block start s can be drafted at once (context = taps[:s]); then walk
-    the chain of starts as DflashReference::generate does. Returns accepted lengths."""
-    b = z.shape[0]
-    anchors = torch.arange(P, P + count, device=z.device)[None].expand(b, count)
-    tokens = torch.full((b, count, B), mask_id, device=z.device)
-    tokens[:, :, 0] = z[:, P:P + count]
-    with torch.no_grad():
-        logits = drafter(feats, tokens, anchors, target_embed, lm_head)
-    drafts = logits[:, :, 1:].argmax(-1).cpu()
-    zc = z.cpu()
+def walk_chains(hits, P, count, B):
+    """Accepted lengths per row, walking the chain of starts as DflashReference::generate
+    does from the first start P: hits [b, count, B-1] (CPU) says, per start s and slot j,
+    whether the draft of slot j is z_(s+j) when slots 1..j-1 were."""
     chains = []
-    for r in range(b):
+    for r in range(hits.shape[0]):
         s, produced, acc = P, 1, []
         while produced < count:
             a = 0
-            while a + 1 < B and int(drafts[r, s - P, a]) == int(zc[r, s + a + 1]):
+            while a + 1 < B and bool(hits[r, s - P, a]):
                 a += 1
             acc.append(a + 1)
             produced += a + 1
@@ -1109,9 +1236,46 @@ def dflash_simulated(drafter, target_embed, lm_head, z, feats, P, count, B, mask
     return chains
 
 
-def dflash_literal(target, drafter, prompt, count, B, tap_ids, mask_id, device):
+def start_blocks(z, P, count, B):
+    """Anchors [b, count] (every start s = P .. P+count-1) and z_s .. z_(s+B-1) at each."""
+    b = z.shape[0]
+    anchors = torch.arange(P, P + count, device=z.device)[None].expand(b, count)
+    return anchors, z[:, anchors[0, :, None] + torch.arange(B, device=z.device)]
+
+
+def dflash_simulated(drafter, target_embed, lm_head, z, feats, P, count, B, mask_id):
+    """Greedy DFlash is lossless, so the committed tokens are the target's greedy tokens z
+    and every possible block start s can be drafted at once (context = taps[:s]); then walk
+    the chain of starts as DflashReference::generate does. Returns accepted lengths."""
+    anchors, block = start_blocks(z, P, count, B)
+    tokens = torch.full_like(block, mask_id)
+    tokens[:, :, 0] = block[:, :, 0]
+    with torch.no_grad():
+        logits = drafter(feats, tokens, anchors, target_embed, lm_head)
+    hits = logits[:, :, 1:].argmax(-1) == block[:, :, 1:]
+    return walk_chains(hits.cpu(), P, count, B)
+
+
+def ar_simulated(drafter, target_embed, lm_head, z, feats, P, count, B, mask_id):
+    """The autoregressive mode (tilec --ar-drafter) likewise: slot j's draft counts only
+    when slots 1..j-1 were accepted, i.e. were z_(s+1) .. z_(s+j-1), so pass j runs over
+    [z_s .. z_(s+j-1), MASK ...] at every start at once (B-1 passes)."""
+    anchors, block = start_blocks(z, P, count, B)
+    slot = torch.arange(B, device=z.device)
+    hits = []
+    with torch.no_grad():
+        for j in range(1, B):
+            tokens = torch.where(slot < j, block, mask_id)
+            logits = drafter(feats, tokens, anchors, target_embed, lm_head)
+            hits.append(logits[:, :, j].argmax(-1) == block[:, :, j])
+    return walk_chains(torch.stack(hits, dim=-1).cpu(), P, count, B)
+
+
+def dflash_literal(target, drafter, prompt, count, B, tap_ids, mask_id, device,
+                   autoregressive=False):
     """DflashReference::generate step by step (target recomputed over the whole sequence
-    each step): the check that dflash_simulated is the real loop."""
+    each step; autoregressive: B-1 drafter passes per step, pass k filling slot k): the
+    check that dflash_simulated / ar_simulated are the real loop."""
     embed, lm_head = target.model.embed_tokens.weight, target.lm_head.weight
 
     def run(seq):
@@ -1122,17 +1286,24 @@ def dflash_literal(target, drafter, prompt, count, B, tap_ids, mask_id, device):
         taps.remove()
         return logits.argmax(-1).tolist(), f
 
+    def draft(tokens, ctx, start):
+        with torch.no_grad():
+            logits = drafter(ctx[None], tokens, torch.tensor([[start]], device=device),
+                             embed, lm_head)
+        return logits[0, 0].argmax(-1)
+
     P = len(prompt)
     post, feats = run(prompt)
     produced, ctx, start, acc = [post[-1]], feats[:P], P, []
     while len(produced) < count:
-        last = produced[-1]
         tokens = torch.full((1, 1, B), mask_id, device=device)
-        tokens[0, 0, 0] = last
-        with torch.no_grad():
-            logits = drafter(ctx[None], tokens, torch.tensor([[start]], device=device),
-                             embed, lm_head)
-        block = [last] + logits[0, 0, 1:].argmax(-1).tolist()
+        tokens[0, 0, 0] = produced[-1]
+        if autoregressive:
+            for k in range(1, B):
+                tokens[0, 0, k] = draft(tokens, ctx, start)[k]
+        else:
+            tokens[0, 0, 1:] = draft(tokens, ctx, start)[1:]
+        block = tokens[0, 0].tolist()
         post, feats = run(list(prompt) + produced[:-1] + block)
         posterior = post[start:start + B]
         a = 0
@@ -1145,24 +1316,36 @@ def dflash_literal(target, drafter, prompt, count, B, tap_ids, mask_id, device):
     return produced[:count], acc
 
 
-def evaluate(s, args, tmodel_q, tmodel_b, drafter, held_stream, tap_ids, mask_id, device):
+def acceptance(chains, B):
+    flat = [a for c in chains for a in c]
+    return {"mean_accepted": float(np.mean(flat)),
+            "histogram": [flat.count(k) for k in range(1, B + 1)], "steps": len(flat)}
+
+
+def evaluate(s, args, tmodel_q, tmodel_b, drafter, ar_drafter, held_stream, tap_ids,
+             mask_id, device):
+    """Metrics of the quantized target (against its BF16 rounding unless tmodel_b is
+    None) and the acceptance of the DFlash drafter, of it in autoregressive mode and of
+    the autoregressive drafter (unless None)."""
     res = {}
     windows = heldout_windows(held_stream, s.eval_windows, s.seq_len)
-    loss_b, arg_b = eval_loss(tmodel_b, windows, device)
     loss_q, arg_q = eval_loss(tmodel_q, windows, device)
-    res["heldout_loss_bf16"] = loss_b
+    if tmodel_b is not None:
+        loss_b, arg_b = eval_loss(tmodel_b, windows, device)
+        res["heldout_loss_bf16"] = loss_b
+        res["argmax_agreement_teacher_forced"] = float((arg_b == arg_q).float().mean())
     res["heldout_loss_quantized"] = loss_q
     res["heldout_tokens"] = int(windows[:, 1:].numel())
-    res["argmax_agreement_teacher_forced"] = float((arg_b == arg_q).float().mean())
 
     prompts = heldout_windows(held_stream, s.eval_prompts, s.eval_prompt_len)[:, :-1]
     G, Bmax = s.eval_new, 8
     gq = greedy_generate(tmodel_q, prompts, G + Bmax, device)
-    gb = greedy_generate(tmodel_b, prompts, G, device)
-    same = (gq[:, :G] == gb)
-    prefix = [int(r.tolist().index(False)) if not bool(r.all()) else G for r in same]
-    res["greedy_token_match"] = float(same.float().mean())
-    res["greedy_common_prefix_mean"] = float(np.mean(prefix))
+    if tmodel_b is not None:
+        gb = greedy_generate(tmodel_b, prompts, G, device)
+        same = (gq[:, :G] == gb)
+        prefix = [int(r.tolist().index(False)) if not bool(r.all()) else G for r in same]
+        res["greedy_token_match"] = float(same.float().mean())
+        res["greedy_common_prefix_mean"] = float(np.mean(prefix))
     res["greedy_new_tokens"] = G
 
     z = torch.cat([prompts, gq], dim=1).to(device)
@@ -1172,34 +1355,41 @@ def evaluate(s, args, tmodel_q, tmodel_b, drafter, held_stream, tap_ids, mask_id
     feats = taps.cat()
     taps.remove()
     P = prompts.shape[1]
-    dflash = {}
     embed, lm_head = tmodel_q.model.embed_tokens.weight, tmodel_q.lm_head.weight
-    for B in (2, 4, 8):
-        chains = []
-        for i in range(0, len(z), 8):
-            chains += dflash_simulated(drafter, embed, lm_head, z[i:i + 8], feats[i:i + 8],
-                                       P, G, B, mask_id)
-        flat = [a for c in chains for a in c]
-        hist = [flat.count(k) for k in range(1, B + 1)]
-        dflash[str(B)] = {"mean_accepted": float(np.mean(flat)), "histogram": hist,
-                          "steps": len(flat)}
-        if B == 8:
-            res["crosscheck"] = {"prompt_ids": prompts[0].tolist(),
-                                 "greedy_quantized": gq[0, :G].tolist(),
-                                 "dflash_b8_accepted": chains[0]}
-    res["dflash"] = dflash
+    # name -> (drafter, autoregressive); ar_same_drafter is tilec --ar-drafter's engine of
+    # drafter/, ar_drafter the same mode with drafter-ar/.
+    modes = {"dflash": (drafter, False), "ar_same_drafter": (drafter, True)}
+    if ar_drafter is not None:
+        modes["ar_drafter"] = (ar_drafter, True)
+
+    def simulated(name, rows, B):
+        d, ar = modes[name]
+        return (ar_simulated if ar else dflash_simulated)(
+            d, embed, lm_head, z[rows], feats[rows], P, G, B, mask_id)
+
+    res["crosscheck"] = {"prompt_ids": prompts[0].tolist(),
+                         "greedy_quantized": gq[0, :G].tolist()}
+    for name in modes:
+        res[name] = {}
+        for B in (2, 4, 8):
+            chains = []
+            for i in range(0, len(z), 8):
+                chains += simulated(name, slice(i, i + 8), B)
+            res[name][str(B)] = acceptance(chains, B)
+            if B == 8:
+                res["crosscheck"][f"{name}_b8_accepted"] = chains[0]
     res["dflash_new_tokens"] = G
-    # The simulation against the literal loop on the first prompts.
+    # The simulations against the literal loop on the first prompts.
     checks = []
     for r in range(min(args.literal_checks, len(prompts))):
         for B in (4, 8):
-            toks, acc = dflash_literal(tmodel_q, drafter, prompts[r].tolist(), G, B,
-                                       tap_ids, mask_id, device)
-            sim = dflash_simulated(drafter, embed, lm_head, z[r:r + 1], feats[r:r + 1],
-                                   P, G, B, mask_id)[0]
-            checks.append({"prompt": r, "block": B,
-                           "tokens_equal_greedy": toks == gq[r, :G].tolist(),
-                           "accepted_equal": acc == sim})
+            for name, (d, ar) in modes.items():
+                toks, acc = dflash_literal(tmodel_q, d, prompts[r].tolist(), G, B, tap_ids,
+                                           mask_id, device, autoregressive=ar)
+                checks.append({"prompt": r, "block": B, "mode": name,
+                               "tokens_equal_greedy": toks == gq[r, :G].tolist(),
+                               "accepted_equal": acc == simulated(name, slice(r, r + 1),
+                                                                  B)[0]})
     res["literal_loop_checks"] = checks
     return res
 
@@ -1224,10 +1414,21 @@ def parse_args(argv=None):
     ap.add_argument("--minutes-drafter", type=float, default=None,
                     help="wall-clock budget of the drafter's stage, greedy pool included "
                          "(default 2, smoke 0.3)")
+    ap.add_argument("--minutes-ar-drafter", type=float, default=None,
+                    help="wall-clock budget of the autoregressive baseline drafter, trained "
+                         "after the DFlash drafter on its greedy pool; 0: none (default "
+                         "1.5, smoke 0.3)")
     ap.add_argument("--target-steps", type=int, default=0,
                     help="train the target exactly this many steps (ignores the budget)")
     ap.add_argument("--drafter-steps", type=int, default=0,
                     help="train the drafter exactly this many steps (ignores the budget)")
+    ap.add_argument("--ar-drafter-steps", type=int, default=0,
+                    help="train the AR drafter exactly this many steps (ignores the budget)")
+    ap.add_argument("--target-from", default=None, metavar="DIR",
+                    help="no tokenizer and target training: load DIR's tokenizer.json, "
+                         "config.json and model.safetensors (a directory this script wrote; "
+                         "the quantized weights dequantized), train the drafters on that "
+                         "target and export it unchanged but its <|mask|> embedding row")
     ap.add_argument("--tiny-smoke", action="store_true",
                     help="CPU smoke test: 120 files, tiny shapes, ~20 s per training stage")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -1270,8 +1471,8 @@ def parse_args(argv=None):
                     help="transformers experts implementation (eager, grouped_mm, ...; "
                          "auto: grouped_mm if it works and matches eager)")
     ap.add_argument("--literal-checks", type=int, default=2,
-                    help="prompts on which the DFlash simulation is checked against the "
-                         "step-by-step loop")
+                    help="prompts on which the simulations (DFlash, AR) are checked "
+                         "against the step-by-step loop")
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--save-bf16", default=None,
                     help="also save the unquantized target with save_pretrained here")
@@ -1283,15 +1484,36 @@ def main(argv=None):
     t_start = time.time()
     timing = {}
     s = Sizes(**SMOKE) if args.tiny_smoke else Sizes()
+    source_cfg = None
+    if args.target_from:
+        given = [f"--{k.replace('_', '-')}" for k in
+                 ("minutes_target", "target_steps", "vocab", "hidden", "moe_intermediate",
+                  "o_proj_bf16", "router_f32", "save_bf16") if getattr(args, k)]
+        if given:
+            sys.exit(f"train_pair.py: --target-from loads the tokenizer and the target; "
+                     f"{' '.join(given)} would not apply")
+        with open(os.path.join(args.target_from, "config.json")) as f:
+            source_cfg = json.load(f)
+        s = target_sizes(s, source_cfg)
+        made = json.loads(json.dumps(target_config_json(
+            target_config(s, s.vocab, "eager"), source_cfg["eos_token_id"],
+            "ignored_layers" in source_cfg["quantization_config"])))
+        differ = [k for k in CONFIG_KEYS if made[k] != source_cfg.get(k)]
+        if differ:
+            sys.exit(f"train_pair.py: {args.target_from}/config.json is not a target this "
+                     f"script makes (it differs in {differ})")
     if args.tiny_smoke:
         args.max_files = args.max_files or 120
         args.literal_checks = min(args.literal_checks, 1)
         args.tokenizer_bytes = min(args.tokenizer_bytes, 2_000_000)
         args.log_every = min(args.log_every, 10)
-    if args.minutes_target is None:
+    if args.minutes_target is None and not args.target_from:
         args.minutes_target = 0.3 if args.tiny_smoke else 3.0
     if args.minutes_drafter is None:
         args.minutes_drafter = 0.3 if args.tiny_smoke else 2.0
+    if args.minutes_ar_drafter is None:
+        args.minutes_ar_drafter = 0.3 if args.tiny_smoke else 1.5
+    train_ar = args.minutes_ar_drafter > 0 or args.ar_drafter_steps > 0
     if args.vocab:
         s.vocab = args.vocab
     if args.hidden:
@@ -1314,18 +1536,30 @@ def main(argv=None):
     if device.type == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
     selftest_formats()
-    os.makedirs(os.path.join(args.out, "drafter"), exist_ok=True)
+    drafter_dirs = ["drafter"] + (["drafter-ar"] if train_ar else [])
+    for d in drafter_dirs:
+        os.makedirs(os.path.join(args.out, d), exist_ok=True)
     log(f"torch {torch.__version__}, transformers {transformers.__version__}, "
         f"tokenizers {tokenizers.__version__}, device {device}")
 
-    # 1-2. Corpus and tokenizer.
+    # 1-2. Corpus and tokenizer (--target-from: the target's tokenizer).
     t = time.time()
     train_files, held_files = split_corpus(args.corpus, args.heldout_percent, args.max_files,
                                           args.corpus_mb)
-    tok, tok_bytes = train_tokenizer([x for _, x in train_files], s.vocab, args.tokenizer_bytes)
+    if args.target_from:
+        tok = Tokenizer.from_file(os.path.join(args.target_from, "tokenizer.json"))
+        tok_bytes = None
+        shutil.copyfile(os.path.join(args.target_from, "tokenizer.json"),
+                        os.path.join(args.out, "tokenizer.json"))
+    else:
+        tok, tok_bytes = train_tokenizer([x for _, x in train_files], s.vocab,
+                                         args.tokenizer_bytes)
+        tok.save(os.path.join(args.out, "tokenizer.json"), pretty=False)
     vocab = tok.get_vocab_size()
-    tok.save(os.path.join(args.out, "tokenizer.json"), pretty=False)
     mask_id, eos_id = tok.token_to_id(MASK), tok.token_to_id(EOS)
+    if args.target_from and vocab != s.vocab:
+        sys.exit(f"train_pair.py: {args.target_from}: tokenizer.json has {vocab} tokens, "
+                 f"config.json {s.vocab}")
     timing["tokenizer_s"] = time.time() - t
     t = time.time()
     train_stream = encode_stream(tok, [x for _, x in train_files])
@@ -1337,34 +1571,64 @@ def main(argv=None):
         f"{len(train_stream)} tokens), {len(held_files)} held out ({len(held_stream)} "
         f"tokens); vocab {vocab}, mask id {mask_id}")
 
-    # 3. Target.
+    # 3. Target (--target-from: loaded; it is never trained further).
     cfg, target = pick_experts_impl(s, vocab, args.experts_impl, device, gen)
     target_params = count_params(target)
     log(f"target: {target_params / 1e6:.2f} M parameters, layers {list(s.layer_types)}")
-    target_stats = train_target(target, train_stream, s, args, device, gen)
-    timing["target_train_s"] = target_stats["seconds"]
+    if args.target_from:
+        tq = load_export(os.path.join(args.target_from, "model.safetensors"))
+        load_values(target, tq).eval()
+        target_stats = {"from": os.path.abspath(args.target_from)}
+        source_metrics = os.path.join(args.target_from, "metrics.json")
+        if os.path.exists(source_metrics):
+            with open(source_metrics) as f:
+                m = json.load(f)
+            target_stats["source_metrics"] = {"target": m.get("target"), "eval": {
+                k: m.get("eval", {}).get(k) for k in
+                ("heldout_loss_bf16", "heldout_loss_quantized",
+                 "argmax_agreement_teacher_forced", "greedy_token_match")}}
+        log(f"target: {args.target_from}'s, dequantized")
+    else:
+        target_stats = train_target(target, train_stream, s, args, device, gen)
+        timing["target_train_s"] = target_stats["seconds"]
 
-    # 4. Drafter.
+    # 4. Drafters: DFlash, then the autoregressive baseline on the same greedy pool.
     drafter = Drafter(s).to(device)
     drafter_params = count_params(drafter)
     log(f"drafter: {drafter_params / 1e6:.2f} M parameters, taps {s.tap_ids()}, "
         f"block {s.block}")
-    drafter_stats = train_drafter(drafter, target, train_stream, s, args, device, gen, mask_id)
+    drafter_stats, pool = train_drafter(drafter, target, train_stream, s, args, device, gen,
+                                        mask_id)
     timing["drafter_s"] = drafter_stats["seconds"]
+    drafters = {"drafter": drafter}
+    if train_ar:
+        drafters["drafter-ar"] = Drafter(s).to(device)
+        log(f"ar drafter: the drafter's sizes, on its {len(pool)} greedy continuations")
+        ar_stats = train_ar_drafter(drafters["drafter-ar"], target, pool, train_stream, s,
+                                    args, device, gen, mask_id)
+        timing["ar_drafter_s"] = ar_stats["seconds"]
+    del pool
 
-    # 5. Export.
+    # 5. Export (--target-from: the loaded tensors, only the <|mask|> row replaced).
     t = time.time()
     target = target.float().cpu()
-    tq = export_target(target, args.o_proj_bf16, args.router_f32)
+    if args.target_from:
+        tq.bf16_row("model.embed_tokens.weight", mask_id,
+                    target.model.embed_tokens.weight[mask_id])
+        shutil.copyfile(os.path.join(args.target_from, "config.json"),
+                        os.path.join(args.out, "config.json"))
+    else:
+        tq = export_target(target, args.o_proj_bf16, args.router_f32)
+        with open(os.path.join(args.out, "config.json"), "w") as f:
+            json.dump(target_config_json(target.config, eos_id, args.o_proj_bf16), f,
+                      indent=1, sort_keys=True)
     tq.save(os.path.join(args.out, "model.safetensors"))
-    with open(os.path.join(args.out, "config.json"), "w") as f:
-        json.dump(target_config_json(target.config, eos_id, args.o_proj_bf16), f, indent=1,
-                  sort_keys=True)
-    drafter = drafter.float().cpu()
-    td = export_drafter(drafter)
-    td.save(os.path.join(args.out, "drafter", "model.safetensors"))
-    with open(os.path.join(args.out, "drafter", "config.json"), "w") as f:
-        json.dump(drafter_config_json(s, vocab, mask_id, s.layers), f, indent=1)
+    exported = {}
+    for d in drafter_dirs:
+        exported[d] = export_drafter(drafters[d].float().cpu())
+        exported[d].save(os.path.join(args.out, d, "model.safetensors"))
+        with open(os.path.join(args.out, d, "config.json"), "w") as f:
+            json.dump(drafter_config_json(s, vocab, mask_id, s.layers), f, indent=1)
     if args.save_bf16:
         target.save_pretrained(args.save_bf16)
         tok.save(os.path.join(args.save_bf16, "tokenizer.json"))
@@ -1372,14 +1636,15 @@ def main(argv=None):
     files = dir_bytes(args.out)
     log(f"exported {args.out}: {sum(files.values()) / 1e6:.2f} MB")
 
-    # 6. Metrics, on what tilec reads back.
+    # 6. Metrics, on what tilec reads back (no BF16 target with --target-from).
     t = time.time()
     tmodel_q = load_values(new_target(cfg, torch.device("cpu")).float(), tq).to(device).eval()
-    tmodel_b = load_values(new_target(cfg, torch.device("cpu")).float(), tq,
-                           bf16_only=True).to(device).eval()
-    d_eval = load_drafter_values(Drafter(s), td).to(device).eval()
-    results = evaluate(s, args, tmodel_q, tmodel_b, d_eval, held_stream, s.tap_ids(),
-                       mask_id, device)
+    tmodel_b = None if args.target_from else load_values(
+        new_target(cfg, torch.device("cpu")).float(), tq, bf16_only=True).to(device).eval()
+    d_eval = {d: load_drafter_values(Drafter(s), td).to(device).eval()
+              for d, td in exported.items()}
+    results = evaluate(s, args, tmodel_q, tmodel_b, d_eval["drafter"],
+                       d_eval.get("drafter-ar"), held_stream, s.tap_ids(), mask_id, device)
     timing["eval_s"] = time.time() - t
     timing["total_s"] = time.time() - t_start
 
@@ -1401,30 +1666,37 @@ def main(argv=None):
                    "heldout_tokens": int(len(held_stream)),
                    "heldout_bytes_per_token": held_bytes / max(1, len(held_stream))},
         "tokenizer": {"vocab_size": vocab, "trained_on_bytes": tok_bytes,
-                      "mask_token_id": mask_id, "eos_token_id": eos_id},
-        "target": {"parameters": target_params, **target_stats,
-                   "epochs": target_stats["tokens"] / max(1, len(train_stream)),
-                   "router_bias": loads,
-                   "router_bias_rule": f"aux-loss-free: bias += {args.bias_update} * "
-                                       "sign(mean load - expert load) per step"},
+                      "from": args.target_from, "mask_token_id": mask_id,
+                      "eos_token_id": eos_id},
+        "target": {"parameters": target_params, **target_stats, "router_bias": loads},
         "drafter": {"parameters": drafter_params, "taps": s.tap_ids(), "block_size": s.block,
                     **drafter_stats},
+        "drafter_ar": {"parameters": drafter_params, **ar_stats} if train_ar else None,
         "fixture": {"bytes": sum(files.values()), "files": files},
         "eval": results,
         "timing": timing,
     }
     with open(os.path.join(args.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)
-    d8 = results["dflash"]["8"]
-    log(f"held-out loss bf16 {results['heldout_loss_bf16']:.4f}, quantized "
-        f"{results['heldout_loss_quantized']:.4f}; argmax agreement "
-        f"{results['argmax_agreement_teacher_forced']:.4f}; greedy match "
-        f"{results['greedy_token_match']:.4f}; DFlash block 8 mean accepted "
-        f"{d8['mean_accepted']:.2f} {d8['histogram']}; total {timing['total_s']:.0f} s")
+    if tmodel_b is None:
+        log(f"held-out loss quantized {results['heldout_loss_quantized']:.4f} (the target "
+            f"of {args.target_from})")
+    else:
+        log(f"held-out loss bf16 {results['heldout_loss_bf16']:.4f}, quantized "
+            f"{results['heldout_loss_quantized']:.4f}; argmax agreement "
+            f"{results['argmax_agreement_teacher_forced']:.4f}; greedy match "
+            f"{results['greedy_token_match']:.4f}")
+    for mode in ("dflash", "ar_same_drafter", "ar_drafter"):
+        if mode in results:
+            r = results[mode]
+            log(f"{mode}: mean accepted " + ", ".join(
+                f"block {B} {r[B]['mean_accepted']:.2f}" for B in r)
+                + f"; block 8 histogram {r['8']['histogram']}")
+    log(f"total {timing['total_s']:.0f} s")
     bad = [c for c in results["literal_loop_checks"]
            if not (c["tokens_equal_greedy"] and c["accepted_equal"])]
     if bad:
-        log(f"warning: the DFlash simulation differs from the literal loop: {bad}")
+        log(f"warning: a simulation differs from the literal loop: {bad}")
 
 
 if __name__ == "__main__":
