@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Check a directory written by train_pair.py with tilec's own binaries.
 
-  1. tilec compiles it twice: the DFlash engine (drafter/ picked up) and --no-drafter;
-  2. tile-run run --executor host --check on both (the engine against the CPU reference);
+  1. tilec compiles it: the DFlash engine (drafter/ picked up), --no-drafter, the
+     autoregressive mode of drafter/ (--ar-drafter) and, when OUT has drafter-ar/, that
+     drafter's (--drafter OUT/drafter-ar --ar-drafter);
+  2. tile-run run --executor host --check on each (the engine against the CPU reference);
+     the speculative engines' tokens must equal the greedy engine's;
   3. tile-run reference on the held-out prompt of metrics.json "crosscheck": its greedy
      tokens must equal the PyTorch model's with the dequantized weights (the export's
-     round trip through the C++ loader), and the DFlash engine's per-step accepted lengths
-     are compared with train_pair.py's PyTorch drafter (the engine rounds activations to
-     bf16, so a few steps may differ);
+     round trip through the C++ loader), and each speculative engine's per-step accepted
+     lengths are compared with train_pair.py's PyTorch drafters (the engine rounds
+     activations to bf16, so a few steps may differ);
   4. the C++ tokenizer (tile-run tokenize) against the tokenizers library on held-out
      strings of the same corpus split.
 
@@ -69,10 +72,14 @@ def main():
     metrics = json.load(open(os.path.join(args.model, "metrics.json")))
     failures, report = [], {}
 
-    # 1-2. Compile, run, --check.
-    engines = {"dflash": os.path.join(work, "dflash"), "greedy": os.path.join(work, "greedy")}
-    run([tilec, args.model, "-o", engines["dflash"]])
-    run([tilec, args.model, "--no-drafter", "-o", engines["greedy"]])
+    # 1-2. Compile, run, --check. The names are metrics.json's eval modes.
+    flags = {"dflash": [], "greedy": ["--no-drafter"], "ar_same_drafter": ["--ar-drafter"]}
+    if os.path.isdir(os.path.join(args.model, "drafter-ar")):
+        flags["ar_drafter"] = ["--drafter", os.path.join(args.model, "drafter-ar"),
+                               "--ar-drafter"]
+    engines = {name: os.path.join(work, name) for name in flags}
+    for name, f in flags.items():
+        run([tilec, args.model, *f, "-o", engines[name]])
     outputs = {}
     for name, eng in engines.items():
         p = run([tile_run, "run", eng, "--executor", "host", "--check", "--prompt",
@@ -88,9 +95,11 @@ def main():
             outputs[name] = json.loads(p2.stdout)["tokens"]
             failures.append(f"tile-run run --check on the {name} engine: "
                             f"{report[f'check_{name}']}")
-    report["dflash_tokens_equal_greedy"] = outputs["dflash"] == outputs["greedy"]
-    if not report["dflash_tokens_equal_greedy"]:
-        failures.append("the DFlash engine's tokens differ from the greedy engine's")
+    for name in engines:
+        if name != "greedy":
+            report[f"{name}_tokens_equal_greedy"] = outputs[name] == outputs["greedy"]
+            if not report[f"{name}_tokens_equal_greedy"]:
+                failures.append(f"the {name} engine's tokens differ from the greedy engine's")
 
     # 3. The export's round trip and the drafter against the PyTorch one.
     cc = metrics["eval"]["crosscheck"]
@@ -102,17 +111,20 @@ def main():
     if ref != cc["greedy_quantized"]:
         failures.append("tile-run reference's greedy tokens differ from the PyTorch model's "
                         "with the dequantized weights")
-    d = json.loads(run([tile_run, "run", engines["dflash"], "--executor", "host",
-                        "--prompt-ids", ids, "-n", str(n), "--json"]).stdout)
-    ours = cc["dflash_b8_accepted"]
-    theirs = d["accepted_per_step"]
-    same = sum(a == b for a, b in zip(ours, theirs))
-    report["dflash_accepted"] = {"engine": " ".join(map(str, theirs)),
-                                 "pytorch": " ".join(map(str, ours)),
-                                 "equal_steps": f"{same}/{max(len(ours), len(theirs))}",
-                                 "engine_mean": d["mean_accepted"]}
-    # The engine rounds activations to bf16 (PyTorch: f32): a near-tie may differ.
-    report["dflash_engine_tokens_equal_pytorch"] = d["tokens"] == cc["greedy_quantized"]
+    for name in engines:
+        if f"{name}_b8_accepted" not in cc:  # greedy; modes older metrics lack
+            continue
+        d = json.loads(run([tile_run, "run", engines[name], "--executor", "host",
+                            "--prompt-ids", ids, "-n", str(n), "--json"]).stdout)
+        ours = cc[f"{name}_b8_accepted"]
+        theirs = d["accepted_per_step"]
+        same = sum(a == b for a, b in zip(ours, theirs))
+        report[f"{name}_accepted"] = {"engine": " ".join(map(str, theirs)),
+                                      "pytorch": " ".join(map(str, ours)),
+                                      "equal_steps": f"{same}/{max(len(ours), len(theirs))}",
+                                      "engine_mean": d["mean_accepted"]}
+        # The engine rounds activations to bf16 (PyTorch: f32): a near-tie may differ.
+        report[f"{name}_engine_tokens_equal_pytorch"] = d["tokens"] == cc["greedy_quantized"]
 
     # 4. Tokenizer.
     from tokenizers import Tokenizer
