@@ -22,6 +22,10 @@
 #   bench   tile-run bench: HBM copy bandwidth, then p-tiny, d-tiny, ps-plain,
 #           ps-plain8, ps-dflash, tp8-plain, tp8 (DFlash: oracle drafts) in both
 #           launch modes (table in $OUT/bench.txt; the torch section adds flash4l's)
+#   mma     the tensor-core GEMV (TILEC_GEMV_MMA_MIN_T): bench/gpu/gemv_bench.cu's
+#           microbenchmarks (table in $OUT/gemv.txt), --check of the 8-token
+#           engines p8-* and code-dflash with the tensor-core path and without it,
+#           tile-run bench of ps-plain8, ps-dflash and tp8 both ways
 #   fusion  docs/tutorial-fusion.md: engines with and without tile-fuse's silu-pair
 #           (tiny, pro-slice, pro-slice T = 8): ms/step, tasks, events, a profile
 #           of each (into $OUT/profile-ENGINE), checked against the CPU reference
@@ -158,6 +162,46 @@ if want bench; then
   timeout 500 "$run" bench "${list[@]}" --oracle-draft --prompt-ids $prompt -n 64 \
     >"$out/bench.txt" 2>"$logs/bench.log"
   row "tile-run bench (rc $?)" info "$(grep -c '%$' "$out/bench.txt") rows, $(grep -o 'HBM bandwidth.*GB/s (' "$out/bench.txt")"
+fi
+
+if want mma; then
+  fma=(--define TILEC_GEMV_MMA_MIN_T=17)
+  # The FMA-path kernels too, in parallel (the default ones are compiled above).
+  for e in "$engines"/*/; do
+    "$run" compile "$e" "${fma[@]}" >"$logs/nvrtc-fma-$(basename "$e").log" 2>&1 &
+  done
+  gb=$repo/.carry/bin/gemv_bench
+  if [ ! -x "$gb" ]; then
+    gb=$build/gemv_bench
+    nvcc -std=c++17 -O3 -arch=sm_90a -I"$repo" "$repo/bench/gpu/gemv_bench.cu" -o "$gb" \
+      >"$logs/gemv-build.log" 2>&1
+  fi
+  timeout 180 "$gb" --json "$logs/gemv.json" >"$out/gemv.txt" 2>&1
+  row "gemv_bench (rc $?)" info "$(grep -c 'mma\|fma' "$out/gemv.txt") rows in gemv.txt"
+  timeout 120 "$gb" --verify >>"$out/gemv.txt" 2>&1
+  row "gemv_bench --verify (rc $?)" info "$(tail -1 "$out/gemv.txt")"
+  wait
+  for e in p8-tiny p8-tiny-groups p8-tiny-window p8-tiny-pro code-dflash; do
+    [ -d "$engines/$e" ] || continue
+    w=(); p=(--prompt-ids $prompt)
+    [ $e = code-dflash ] && w=(--weights "$CODE_MODEL") && p=(--prompt "import os")
+    for v in mma fma; do
+      d=(); [ $v = fma ] && d=("${fma[@]}")
+      timeout 180 "$run" run "$engines/$e" --executor gpu "${w[@]}" "${p[@]}" -n 64 --check \
+        "${d[@]}" >"$logs/check-$e-$v.log" 2>&1
+      row "check $e $v (rc $?)" info "$(grep -o '[0-9]* of [0-9]* greedy tokens agree[^;]*' "$logs/check-$e-$v.log" | head -1); $(grep -o 'max relative error [0-9.e+-]*' "$logs/check-$e-$v.log" | head -1)"
+    done
+  done
+  list=()
+  for e in ps-plain8 ps-dflash tp8; do
+    [ -d "$engines/$e" ] && list+=("$engines/$e")
+  done
+  for v in mma fma; do
+    d=(); [ $v = fma ] && d=("${fma[@]}")
+    timeout 300 "$run" bench "${list[@]}" --oracle-draft --prompt-ids $prompt -n 32 --warmup 4 \
+      --launch megakernel "${d[@]}" >"$out/bench-$v.txt" 2>"$logs/bench-$v.log"
+    row "bench $v (rc $?)" info "$(grep -c '%$' "$out/bench-$v.txt") rows"
+  done
 fi
 
 if want fusion; then

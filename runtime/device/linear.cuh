@@ -22,6 +22,13 @@
 #define TILEC_GEMV_DOUBLE_BUFFER_MAX 16
 #endif
 
+/// Gemv multiplies on the tensor cores (mma.sync m16n8k16, bf16 in, f32 out)
+/// from this many tokens on; below it, on the FMA pipes. `tile-run
+/// --define TILEC_GEMV_MMA_MIN_T=17` turns the tensor-core path off.
+#ifndef TILEC_GEMV_MMA_MIN_T
+#define TILEC_GEMV_MMA_MIN_T 8
+#endif
+
 namespace tilec {
 namespace detail {
 
@@ -103,7 +110,16 @@ __host__ __device__ constexpr int pick_split(int groups, int chunks, int warps,
 /// every format's lane-to-unit pattern).
 __device__ __forceinline__ int x_swizzle(int u) { return u ^ ((u >> 3) & 3); }
 
-template <int T, int K, int FORMAT, int TILE, int MATS, bool RMS, bool ROUTED>
+/// Shared memory before the staged x: partial sums (red_bytes), then the
+/// small tables (see Gemv).
+__host__ __device__ constexpr int gemv_x_offset(int red_bytes, int warps,
+                                                int tokens) {
+  return (red_bytes + 15) / 16 * 16 + 64 + 64 + 16 +
+         (warps * tokens * 4 + 15) / 16 * 16 + 128 * 4 + 128 * 4;
+}
+
+template <int T, int K, int FORMAT, int TILE, int MATS, bool RMS, bool ROUTED,
+          int MMA_MIN_T = TILEC_GEMV_MMA_MIN_T>
 struct Gemv {
   using F = VecFormat<FORMAT>;
   static_assert(T >= 1 && T <= 16, "1 to 16 tokens");
@@ -123,10 +139,37 @@ struct Gemv {
   static constexpr int R = cmax(1, cmin(4 / MATS, 32 / (MATS * T)));
   static constexpr int PR = R * MATS;
   static constexpr int kGroups = cdiv(TILE, R);
+  static constexpr int kMaxSplit =
+      cmax(1, kSmemBytes / 4 / (MATS * TILE * T * 4));
+
+  // The tensor-core path (no RMSNORM prologue): a warp unit is kMT tiles of 16
+  // rows per matrix; lane (g, c) = (lane / 4, lane % 4) reads rows g and g + 8
+  // of each tile, one 16-byte vector per step at column vector c of the step's
+  // chunk of kCK columns. Any order of k inside an MMA is a valid dot product,
+  // so x is staged in the order the decoded weight registers come in
+  // (stage_mma).
+  static constexpr int kNT = cdiv(T, 8);   // n-tiles of 8 tokens
+  static constexpr int kMT = 2 / MATS;     // 16-row tiles per matrix
+  static constexpr int kPT = kMT * MATS;   // tiles per warp unit
+  static constexpr int kCK = 4 * kElems;   // columns per step
+  static constexpr int kMChunks = K / kCK; // steps per row
+  static constexpr int kMGroups = cdiv(TILE, 16 * kMT);
+  static constexpr int kMSplit =
+      pick_split(kMGroups, cmax(1, kMChunks), kComputeWarps, kMaxSplit);
+  static constexpr int kMXBytes = kMChunks * kNT * kSubs * 32 * 16;
+  /// Not with the RMSNORM prologue: its normalized x would have to be
+  /// rounded to bf16 for the MMA, which the reference does not do (the FMA
+  /// path multiplies in f32).
+  static constexpr bool kMma =
+      T >= MMA_MIN_T && !RMS && K % kCK == 0 &&
+      gemv_x_offset(kMSplit * MATS * TILE * T * 4, kComputeWarps, T) +
+              kMXBytes <=
+          kSmemBytes;
+
   static constexpr int KS =
-      pick_split(kGroups, kChunks, kComputeWarps,
-                 cmax(1, kSmemBytes / 4 / (MATS * TILE * T * 4)));
+      kMma ? kMSplit : pick_split(kGroups, kChunks, kComputeWarps, kMaxSplit);
   static constexpr int kChunksPerSplit = cdiv(kChunks, KS);
+  static constexpr int kMChunksPerSplit = cdiv(kMChunks, KS);
   /// With few accumulators the next step's vectors also stay in registers.
   static constexpr bool kDoubleBuffer = PR * T <= TILEC_GEMV_DOUBLE_BUFFER_MAX;
   /// The lanes ask L2 for their rows kAhead steps ahead (and for the first
@@ -147,10 +190,12 @@ struct Gemv {
   static constexpr int kHeadInvOff = kFreqOff + kMaxFreqs * 4; // f32 [128]
   static constexpr int kMaxHeadRows = 128;
   static constexpr int kXOff = kHeadInvOff + kMaxHeadRows * 4;
+  static_assert(kXOff == gemv_x_offset(kRedBytes, kComputeWarps, T),
+                "Gemv: gemv_x_offset disagrees with the layout");
   static constexpr int kXBytes = T * K * 2;
   static constexpr int kNormOff = kXOff + kXBytes;
   static constexpr int kNormBytes = RMS ? K * 2 : 0;
-  static constexpr bool kStaged = kNormOff + kNormBytes <= kSmemBytes;
+  static constexpr bool kStaged = !kMma && kNormOff + kNormBytes <= kSmemBytes;
   static_assert(kXOff <= kSmemBytes,
                 "LINEAR: the tile's partial sums do not fit in shared memory "
                 "(smaller tile)");
@@ -228,6 +273,12 @@ struct Gemv {
       compute_sync();
     }
     const int ta = count(ctx);
+    if constexpr (kMma) {
+      stage_mma(ctx, ta, x, x_stride);
+      run_mma(ctx, w, nrows, ta);
+      compute_sync();
+      return;
+    }
 
     // x into shared memory (if it fits) and the tokens' sums of squares.
     uint4 *xs = reinterpret_cast<uint4 *>(ctx.smem + kXOff);
@@ -358,6 +409,248 @@ struct Gemv {
   }
 
 private:
+  //===--- Tensor-core path ----------------------------------------------===//
+
+  /// The 8 bf16 of a 16-byte x unit in the order the weight decode pairs
+  /// elements: MXFP4 (0,4) (1,5) (2,6) (3,7), FP8 (0,2) (1,3) (4,6) (5,7),
+  /// BF16 as stored.
+  __device__ __forceinline__ static uint4 mma_order(const uint4 &v) {
+    if constexpr (FORMAT == TILEC_FMT_MXFP4)
+      return make_uint4(
+          __byte_perm(v.x, v.z, 0x5410), __byte_perm(v.x, v.z, 0x7632),
+          __byte_perm(v.y, v.w, 0x5410), __byte_perm(v.y, v.w, 0x7632));
+    else if constexpr (FORMAT == TILEC_FMT_FP8)
+      return make_uint4(
+          __byte_perm(v.x, v.y, 0x5410), __byte_perm(v.x, v.y, 0x7632),
+          __byte_perm(v.z, v.w, 0x5410), __byte_perm(v.z, v.w, 0x7632));
+    else
+      return v;
+  }
+
+  /// x into shared memory as the MMA's B fragments: slot ((ch * kNT + nt) *
+  /// kSubs + i) * 32 + lane holds unit i of lane c = lane % 4's vector of
+  /// chunk ch for compact token nt * 8 + lane / 4 (zeros past the active
+  /// tokens).
+  __device__ __forceinline__ static void stage_mma(const Ctx &ctx, int ta,
+                                                   const u8 *x, i64 x_stride) {
+    const int warp = compute_warp(), lane = lane_id();
+    const int g = lane >> 2, c = lane & 3;
+    uint4 *xs = reinterpret_cast<uint4 *>(ctx.smem + kXOff);
+    for (int r = warp; r < kMChunks * kSubs; r += kComputeWarps) {
+      const int ch = r / kSubs, i = r - ch * kSubs;
+      const int u = (ch * kCK + c * kElems) / 8 + i;
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+        const int t = nt * 8 + g;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (t < ta)
+          v = ld_act16(x + token(ctx, t) * x_stride + i64(u) * 16);
+        xs[((ch * kNT + nt) * kSubs + i) * 32 + lane] = mma_order(v);
+      }
+    }
+    compute_sync();
+  }
+
+  __device__ __forceinline__ static void
+  mma_bf16(float (&d)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  }
+  __device__ __forceinline__ static u32 mul_bf16x2(u32 a, u32 b) {
+    u32 d;
+    asm("mul.rn.bf16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+    return d;
+  }
+
+  /// One row's 16-byte vector as bf16 pairs in mma_order's order (MXFP4:
+  /// times its block scale, exactly; FP8: exact E4M3 values, the block
+  /// scale comes after the MMA). `sc` is the MXFP4 scale code.
+  __device__ __forceinline__ static void decode_pairs(const uint4 &v, u32 sc,
+                                                      u32 (&q)[kElems / 2]) {
+    const u32 w4[4] = {v.x, v.y, v.z, v.w};
+    if constexpr (FORMAT == TILEC_FMT_MXFP4) {
+      // E2M1 magnitude bits at bf16 bits 8..6 and the sign at 15 make
+      // e2m1 * 2^-126 (the subnormal code too); times the bf16 2^(s + 126)
+      // that is exact while s + 126 <= 127.
+      if (sc <= 128u) {
+        const u32 m = ((sc + 126u) << 7) * 0x10001u;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const u32 w = w4[j];
+          q[4 * j + 0] = mul_bf16x2(
+              ((w << 6) & 0x01c001c0u) | ((w << 12) & 0x80008000u), m);
+          q[4 * j + 1] = mul_bf16x2(
+              ((w << 2) & 0x01c001c0u) | ((w << 8) & 0x80008000u), m);
+          q[4 * j + 2] = mul_bf16x2(
+              ((w >> 2) & 0x01c001c0u) | ((w << 4) & 0x80008000u), m);
+          q[4 * j + 3] =
+              mul_bf16x2(((w >> 6) & 0x01c001c0u) | (w & 0x80008000u), m);
+        }
+      } else {
+        // Scales above 2 (and NaN): through f32.
+        const float s = e8m0_unscaled(u8(sc));
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          float f[8];
+          e2m1x8_to_f32(w4[j], f);
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            q[4 * j + e] = pack_bf16x2(f[e] * s, f[e + 4] * s);
+        }
+      }
+    } else if constexpr (FORMAT == TILEC_FMT_FP8) {
+      // E4M3 magnitude bits at bf16 bits 10..4 make e4m3 * 2^-120 (the
+      // subnormals too); times 2^120, exact.
+      const u32 m = 0x7b807b80u;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const u32 w = w4[j];
+        q[2 * j + 0] =
+            mul_bf16x2(((w << 4) & 0x07f007f0u) | ((w << 8) & 0x80008000u), m);
+        q[2 * j + 1] =
+            mul_bf16x2(((w >> 4) & 0x07f007f0u) | (w & 0x80008000u), m);
+      }
+    } else {
+      q[0] = v.x, q[1] = v.y, q[2] = v.z, q[3] = v.w;
+    }
+  }
+
+  /// The tensor-core GEMV: units of kPT 16-row tiles x a K slice, each step
+  /// one chunk of kCK columns (the next chunk's vectors already loaded), one
+  /// m16n8k16 per 16 columns and n-tile; the sums go to red() like run()'s.
+  __device__ __forceinline__ static void
+  run_mma(const Ctx &ctx, const WeightMatrix (&w)[MATS], int nrows, int ta) {
+    const int warp = compute_warp(), lane = lane_id();
+    const int g = lane >> 2, c = lane & 3;
+    constexpr int kRows = 2 * kPT;      // rows a lane reads
+    constexpr int kChunkBytes = 4 * 16; // a row's bytes per step
+    const uint4 *xs = reinterpret_cast<const uint4 *>(ctx.smem + kXOff);
+    for (int unit = warp; unit < kMGroups * KS; unit += kComputeWarps) {
+      const int grp = unit / KS, ks = unit - grp * KS, i0 = grp * 16 * kMT;
+      if (i0 >= nrows)
+        continue;
+      const u8 *rows[kRows];
+      const u8 *srows[kRows];
+#pragma unroll
+      for (int q = 0; q < kRows; ++q) {
+        const int p = q / 2, m = p / kMT, mt = p - m * kMT;
+        const i64 row =
+            w[m].row0 + cmin(i0 + mt * 16 + g + (q & 1) * 8, nrows - 1);
+        rows[q] = w[m].data + row * kRowBytes + c * 16;
+        if constexpr (FORMAT == TILEC_FMT_FP8)
+          srows[q] = w[m].scales + (row / 128) * kScaleCols * 4;
+        else if constexpr (FORMAT == TILEC_FMT_MXFP4)
+          srows[q] = w[m].scales + row * (K / 32) + c;
+        else
+          srows[q] = nullptr;
+      }
+      const int c0 = ks * kMChunksPerSplit;
+      const int c1 = cmin(c0 + kMChunksPerSplit, kMChunks);
+#pragma unroll
+      for (int ch = c0; ch < c1 && ch < c0 + kAhead; ++ch)
+#pragma unroll
+        for (int q = 0; q < kRows; ++q)
+          asm volatile(
+              "prefetch.global.L2 [%0];" ::"l"(rows[q] + ch * kChunkBytes));
+      float acc[kPT][kNT][4];
+#pragma unroll
+      for (int p = 0; p < kPT; ++p)
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int r = 0; r < 4; ++r)
+            acc[p][nt][r] = 0.0f;
+
+      uint4 cur[kRows];
+      u32 scur[kRows];
+      load_mma(rows, srows, c0, cur, scur);
+      for (int ch = c0; ch < c1; ++ch) {
+        uint4 nxt[kRows];
+        u32 snxt[kRows];
+        const bool more = ch + 1 < c1;
+        if (ch + kAhead < c1) {
+#pragma unroll
+          for (int q = 0; q < kRows; ++q)
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(
+                rows[q] + (ch + kAhead) * kChunkBytes));
+        }
+        if (more)
+          load_mma(rows, srows, ch + 1, nxt, snxt);
+#pragma unroll
+        for (int p = 0; p < kPT; ++p) {
+          u32 qa[kElems / 2], qb[kElems / 2];
+          decode_pairs(cur[2 * p], scur[2 * p], qa);
+          decode_pairs(cur[2 * p + 1], scur[2 * p + 1], qb);
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt) {
+            float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            float(&o)[4] = FORMAT == TILEC_FMT_FP8 ? d : acc[p][nt];
+#pragma unroll
+            for (int j = 0; j < kElems / 4; ++j) {
+              const uint4 b = xs[((ch * kNT + nt) * kSubs + j / 2) * 32 + lane];
+              mma_bf16(o, qa[2 * j], qb[2 * j], qa[2 * j + 1], qb[2 * j + 1],
+                       (j & 1) ? b.z : b.x, (j & 1) ? b.w : b.y);
+            }
+            if constexpr (FORMAT == TILEC_FMT_FP8) {
+              const float s0 = __uint_as_float(scur[2 * p]);
+              const float s1 = __uint_as_float(scur[2 * p + 1]);
+              acc[p][nt][0] = fmaf(d[0], s0, acc[p][nt][0]);
+              acc[p][nt][1] = fmaf(d[1], s0, acc[p][nt][1]);
+              acc[p][nt][2] = fmaf(d[2], s1, acc[p][nt][2]);
+              acc[p][nt][3] = fmaf(d[3], s1, acc[p][nt][3]);
+            }
+          }
+        }
+        if (more) {
+#pragma unroll
+          for (int q = 0; q < kRows; ++q)
+            cur[q] = nxt[q], scur[q] = snxt[q];
+        }
+      }
+
+      // C fragment: rows g and g + 8 of each tile, tokens 2c and 2c + 1.
+#pragma unroll
+      for (int p = 0; p < kPT; ++p) {
+        const int m = p / kMT, mt = p - m * kMT;
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            const int i = i0 + mt * 16 + g + (r >> 1) * 8;
+            const int t = nt * 8 + 2 * c + (r & 1);
+            if (i < nrows && t < ta && t < T)
+              red(ctx)[((ks * MATS + m) * TILE + i) * T + t] = acc[p][nt][r];
+          }
+      }
+    }
+  }
+
+  /// A step's vectors (and scales: MXFP4 codes, FP8 f32 bits) of the lane's
+  /// rows at chunk ch.
+  __device__ __forceinline__ static void load_mma(const u8 *(&rows)[2 * kPT],
+                                                  const u8 *(&srows)[2 * kPT],
+                                                  int ch, uint4 (&v)[2 * kPT],
+                                                  u32 (&s)[2 * kPT]) {
+#pragma unroll
+    for (int q = 0; q < 2 * kPT; ++q)
+      v[q] = ld_weight16(rows[q] + i64(ch) * 64);
+#pragma unroll
+    for (int q = 0; q < 2 * kPT; ++q) {
+      if constexpr (FORMAT == TILEC_FMT_FP8)
+        s[q] = __float_as_uint(ld_weight(
+            reinterpret_cast<const float *>(srows[q]) + (ch * kCK) / 128));
+      else if constexpr (FORMAT == TILEC_FMT_MXFP4)
+        s[q] = ld_weight(srows[q] + ch * 4);
+      else
+        s[q] = 0u;
+    }
+  }
+
+  //===--- FMA path ------------------------------------------------------===//
+
   __device__ __forceinline__ static void load_vectors(const u8 *(&rows)[PR],
                                                       const u8 *(&srows)[PR],
                                                       int v, uint4 (&out)[PR],

@@ -48,6 +48,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -186,6 +187,31 @@ struct TextStream {
   }
 };
 
+/// `--define NAME=VALUE` (repeatable) as NVRTC options: device-library
+/// switches such as TILEC_GEMV_MMA_MIN_T, for measuring one choice against
+/// another without recompiling the engine.
+std::vector<std::string> defineOptions(const std::vector<std::string> &defs) {
+  std::vector<std::string> out;
+  for (const std::string &d : defs) {
+    const size_t eq = d.find('=');
+    const std::string name = d.substr(0, eq);
+    bool ok = eq != std::string::npos && eq > 0 && eq + 1 < d.size() &&
+              !std::isdigit(static_cast<unsigned char>(name[0]));
+    for (char ch : d)
+      ok &= std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' ||
+            ch == '=' || ch == '-' || ch == '.' || ch == '(' || ch == ')' ||
+            ch == '*' || ch == '+';
+    for (char ch : name)
+      ok &= std::isalnum(static_cast<unsigned char>(ch)) || ch == '_';
+    if (!ok)
+      fail("--define '{}': expected NAME=VALUE (a C identifier, then a value "
+           "of letters, digits and _-.()*+)",
+           d);
+    out.push_back("-D" + d);
+  }
+  return out;
+}
+
 struct RunOptions {
   std::string engineDir, executor = "auto", prompt = "1,2,3,4", weightsDir;
   std::optional<std::string> promptText; // --prompt
@@ -207,6 +233,7 @@ struct RunOptions {
   int device = 0;
   uint64_t watchdogMs = 10000;
   bool noCache = false;
+  std::vector<std::string> defines; // --define NAME=VALUE
 };
 
 /// `tile-run run`'s options as the runtime's executor choice
@@ -222,6 +249,7 @@ ExecutorChoice executorChoice(const RunOptions &o) {
   choice.gpu.useCache = !o.noCache;
   choice.gpu.trace = o.trace || !o.traceOut.empty();
   choice.gpu.perOpLaunch = o.launch == "per-op";
+  choice.gpu.nvrtcOptions = defineOptions(o.defines);
   return choice;
 }
 
@@ -1062,6 +1090,7 @@ struct BenchOptions {
   int device = 0;
   int64_t copyMib = 1024;
   bool json = false, noCache = false;
+  std::vector<std::string> defines; // --define NAME=VALUE
 };
 
 /// One engine in one launch mode: `warmup` + `steps` decode steps (DFlash
@@ -1087,6 +1116,7 @@ BenchRow benchOne(const BenchOptions &o, const std::string &dir,
   options.weights = chooseWeightSource(manifest, o.weightsDir, o.seed);
   options.useCache = !o.noCache;
   options.perOpLaunch = launch == "per-op";
+  options.nvrtcOptions = defineOptions(o.defines);
   GpuEngine engine(dir, options);
 
   BenchRow row;
@@ -1254,6 +1284,9 @@ int main(int argc, char **argv) {
   run->add_flag("--no-cache", runOptions.noCache,
                 "GPU executor: compile kernel.cu with NVRTC even when the "
                 "cubin cache ($XDG_CACHE_HOME/tilec) has it");
+  run->add_option("--define", runOptions.defines,
+                  "Define a device-library macro for NVRTC (repeatable), e.g. "
+                  "TILEC_GEMV_MMA_MIN_T=17");
   run->alias("generate");
   CLI::Option *runPromptIds = run->add_option(
       "--prompt-ids", runOptions.prompt, "Comma-separated prompt token ids");
@@ -1332,6 +1365,10 @@ int main(int argc, char **argv) {
                       "Architecture (default: the engine's, e.g. sm_90a)");
   compile->add_flag("--no-cache", compileNoCache, "Compile even if cached");
   compile->add_flag("--json", compileJson, "Print one JSON object");
+  std::vector<std::string> compileDefines;
+  compile->add_option("--define", compileDefines,
+                      "Define a device-library macro for NVRTC (repeatable), "
+                      "e.g. TILEC_GEMV_MMA_MIN_T=17");
 
   CLI::App *compareCmd = app.add_subcommand(
       "compare", "Run steps on the GPU and the host executor and compare every "
@@ -1401,6 +1438,9 @@ int main(int argc, char **argv) {
                          "GPU executor: which GPU");
   profileCmd->add_flag("--no-cache", profileOptions.run.noCache,
                        "GPU executor: compile even when the cubin is cached");
+  profileCmd->add_option("--define", profileOptions.run.defines,
+                         "Define a device-library macro for NVRTC "
+                         "(repeatable), e.g. TILEC_GEMV_MMA_MIN_T=17");
   profileCmd
       ->add_option("--threads", profileOptions.run.threads,
                    "Host executor: worker threads")
@@ -1460,6 +1500,9 @@ int main(int argc, char **argv) {
                      "Print one JSON object (device, bandwidth, runs)");
   benchCmd->add_flag("--no-cache", benchOptions.noCache,
                      "Compile even when the cubin is cached");
+  benchCmd->add_option("--define", benchOptions.defines,
+                       "Define a device-library macro for NVRTC (repeatable), "
+                       "e.g. TILEC_GEMV_MMA_MIN_T=17");
 
   CLI::App *sampleCmd = app.add_subcommand(
       "sample-check",
@@ -1529,6 +1572,7 @@ int main(int argc, char **argv) {
       NvrtcSource src =
           engineKernelSource(manifest, text.str(),
                              compileArch.empty() ? manifest.arch : compileArch);
+      src.extraOptions = defineOptions(compileDefines);
       NvrtcSettings settings;
       settings.useCache = !compileNoCache;
       // The cache key names the driver: with one, fill the cache `tile-run
