@@ -21,22 +21,41 @@ namespace mlir::tile {
 
 namespace {
 
+/// Tokens from which the device library's GEMVs run on the tensor cores
+/// (runtime/device/linear.cuh, TILEC_GEMV_MMA_MIN_T's default).
+constexpr int64_t kGemvMmaMinTokens = 8;
+
 /// Shared memory a task's body uses: its staged activations (f32, streamed in
 /// chunks of at most 64 KB when the whole input does not fit) plus the loader's
-/// ring of weight pages (two 16 KB pages).
-int64_t smemFor(TaskOp task) {
-  constexpr int64_t kRing = 2 * 16384, kMaxStage = 65536;
+/// ring of weight pages (two 16 KB pages). From kGemvMmaMinTokens tokens a
+/// GEMV's tensor-core path stages x whole, as bf16 fragments of 8 tokens (16
+/// bytes per column), twice with the RMSNORM prologue (x times the norm weight
+/// as hi + lo), next to its partial sums (one K slice; the body splits K
+/// further only into what is left): asked for where the block has it
+/// (`machineSmem`; else the body falls back to its FMA path, which needs less).
+int64_t smemFor(TaskOp task, int64_t machineSmem) {
+  constexpr int64_t kRing = 2 * 16384, kMaxStage = 65536, kTables = 4096;
   int64_t t = task.getParam("T");
   StringRef family = task.getFamily();
   auto staged = [&](int64_t k) {
     return kRing + std::min(t * k * 4, kMaxStage);
   };
+  auto gemv = [&](int64_t k, int64_t mats, bool rms) {
+    int64_t need = staged(k);
+    if (t < kGemvMmaMinTokens)
+      return need;
+    int64_t mma = (t + 7) / 8 * k * 16 * (rms ? 2 : 1) +
+                  mats * task.getParam("tile") * t * 4 + kTables;
+    return mma <= machineSmem ? std::max(need, mma) : need;
+  };
   if (family == "linear")
-    return staged(task.getParam("K"));
+    return gemv(task.getParam("K"),
+                task.getParam("epilogue") == TILEC_EPI_SILU_PAIR ? 2 : 1,
+                task.getParam("prologue") == TILEC_PRO_RMSNORM);
   if (family == "moe_gate_up")
-    return staged(task.getParam("H"));
+    return gemv(task.getParam("H"), 2, true);
   if (family == "moe_down")
-    return staged(task.getParam("I"));
+    return gemv(task.getParam("I"), 1, false);
   if (family == "attention") {
     int64_t group = task.getParam("q_heads") /
                     std::max<int64_t>(1, task.getParam("kv_heads"));
@@ -79,7 +98,7 @@ struct AssignWarpRolesPass
       }
       int64_t maxSmem = 0;
       for (TaskOp task : program.getBodyBlock().getOps<TaskOp>()) {
-        int64_t smem = smemFor(task);
+        int64_t smem = smemFor(task, machine.smemPerBlock);
         maxSmem = std::max(maxSmem, smem);
         task.setRolesAttr(
             RoleAttr::get(&getContext(), 1, loadWarps, computeWarps,
@@ -92,7 +111,8 @@ struct AssignWarpRolesPass
       constexpr int64_t kFloor = 65536;
       int64_t kernelSmem = std::max(maxSmem, kFloor);
       if (machine.smemPerBlock > 0)
-        kernelSmem = std::min(kernelSmem, std::max(maxSmem, machine.smemPerBlock));
+        kernelSmem =
+            std::min(kernelSmem, std::max(maxSmem, machine.smemPerBlock));
       program->setAttr("smem", b.getI64IntegerAttr(kernelSmem));
       // The program verifier checks each task's budget against the machine.
       if (failed(mlir::verify(program)))

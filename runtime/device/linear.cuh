@@ -142,28 +142,34 @@ struct Gemv {
   static constexpr int kMaxSplit =
       cmax(1, kSmemBytes / 4 / (MATS * TILE * T * 4));
 
-  // The tensor-core path (no RMSNORM prologue): a warp unit is kMT tiles of 16
-  // rows per matrix; lane (g, c) = (lane / 4, lane % 4) reads rows g and g + 8
-  // of each tile, one 16-byte vector per step at column vector c of the step's
-  // chunk of kCK columns. Any order of k inside an MMA is a valid dot product,
-  // so x is staged in the order the decoded weight registers come in
-  // (stage_mma).
+  // The tensor-core path: a warp unit is kMT tiles of 16 rows per matrix;
+  // lane (g, c) = (lane / 4, lane % 4) reads rows g and g + 8 of each tile, one
+  // 16-byte vector per step at column vector c of the step's chunk of kCK
+  // columns. Any order of k inside an MMA is a valid dot product, so x is
+  // staged in the order the decoded weight registers come in (stage_mma).
+  // With RMSNORM, x times the norm weight (exact in f32: two bf16) is staged as
+  // hi + lo, two bf16 that sum to it exactly, and each step runs both MMAs: the
+  // sums are the FMA path's up to their order.
   static constexpr int kNT = cdiv(T, 8);   // n-tiles of 8 tokens
   static constexpr int kMT = 2 / MATS;     // 16-row tiles per matrix
   static constexpr int kPT = kMT * MATS;   // tiles per warp unit
   static constexpr int kCK = 4 * kElems;   // columns per step
   static constexpr int kMChunks = K / kCK; // steps per row
   static constexpr int kMGroups = cdiv(TILE, 16 * kMT);
-  static constexpr int kMSplit =
-      pick_split(kMGroups, cmax(1, kMChunks), kComputeWarps, kMaxSplit);
   static constexpr int kMXBytes = kMChunks * kNT * kSubs * 32 * 16;
-  /// Not with the RMSNORM prologue: its normalized x would have to be
-  /// rounded to bf16 for the MMA, which the reference does not do (the FMA
-  /// path multiplies in f32).
+  static constexpr int kMParts = RMS ? 2 : 1; // hi (+ lo)
+  /// K slices whose partial sums fit next to the staged x.
+  static constexpr int kMMaxSplit =
+      (kSmemBytes - gemv_x_offset(0, kComputeWarps, T) - kMParts * kMXBytes -
+       16) /
+      (MATS * TILE * T * 4);
+  static constexpr int kMSplit =
+      pick_split(kMGroups, cmax(1, kMChunks), kComputeWarps,
+                 cmax(1, cmin(kMaxSplit, kMMaxSplit)));
   static constexpr bool kMma =
-      T >= MMA_MIN_T && !RMS && K % kCK == 0 &&
+      T >= MMA_MIN_T && K % kCK == 0 &&
       gemv_x_offset(kMSplit * MATS * TILE * T * 4, kComputeWarps, T) +
-              kMXBytes <=
+              kMParts * kMXBytes <=
           kSmemBytes;
 
   static constexpr int KS =
@@ -274,7 +280,7 @@ struct Gemv {
     }
     const int ta = count(ctx);
     if constexpr (kMma) {
-      stage_mma(ctx, ta, x, x_stride);
+      stage_mma(ctx, ta, x, x_stride, norm_w, eps);
       run_mma(ctx, w, nrows, ta);
       compute_sync();
       return;
@@ -430,22 +436,71 @@ private:
   /// x into shared memory as the MMA's B fragments: slot ((ch * kNT + nt) *
   /// kSubs + i) * 32 + lane holds unit i of lane c = lane % 4's vector of
   /// chunk ch for compact token nt * 8 + lane / 4 (zeros past the active
-  /// tokens).
+  /// tokens). RMS: x times the norm weight as hi (there) and lo (kMXBytes
+  /// further), 1/rms into inv() for y(). A thread keeps one lane, so its
+  /// tokens are fixed and its sums of squares stay in registers.
   __device__ __forceinline__ static void stage_mma(const Ctx &ctx, int ta,
-                                                   const u8 *x, i64 x_stride) {
-    const int warp = compute_warp(), lane = lane_id();
+                                                   const u8 *x, i64 x_stride,
+                                                   const u8 *norm_w,
+                                                   float eps) {
+    const int tid = compute_tid(), warp = compute_warp(), lane = lane_id();
     const int g = lane >> 2, c = lane & 3;
     uint4 *xs = reinterpret_cast<uint4 *>(ctx.smem + kXOff);
+    float ss[kNT];
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+      ss[nt] = 0.0f;
     for (int r = warp; r < kMChunks * kSubs; r += kComputeWarps) {
       const int ch = r / kSubs, i = r - ch * kSubs;
       const int u = (ch * kCK + c * kElems) / 8 + i;
+      float nw[8];
+      if constexpr (RMS)
+        bf16x8_to_f32(ld_weight16(norm_w + i64(u) * 16), nw);
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) {
-        const int t = nt * 8 + g;
+        const int t = nt * 8 + g,
+                  slot = ((ch * kNT + nt) * kSubs + i) * 32 + lane;
         uint4 v = make_uint4(0, 0, 0, 0);
         if (t < ta)
           v = ld_act16(x + token(ctx, t) * x_stride + i64(u) * 16);
-        xs[((ch * kNT + nt) * kSubs + i) * 32 + lane] = mma_order(v);
+        if constexpr (RMS) {
+          float f[8];
+          u32 hi[4], lo[4];
+          bf16x8_to_f32(v, f);
+#pragma unroll
+          for (int e = 0; e < 8; e += 2) {
+            ss[nt] = fmaf(f[e], f[e], ss[nt]);
+            ss[nt] = fmaf(f[e + 1], f[e + 1], ss[nt]);
+            const float p0 = f[e] * nw[e], p1 = f[e + 1] * nw[e + 1];
+            hi[e / 2] = pack_bf16x2(p0, p1);
+            lo[e / 2] =
+                pack_bf16x2(p0 - bf16_lo(hi[e / 2]), p1 - bf16_hi(hi[e / 2]));
+          }
+          xs[slot] = mma_order(make_uint4(hi[0], hi[1], hi[2], hi[3]));
+          xs[slot + kMXBytes / 16] =
+              mma_order(make_uint4(lo[0], lo[1], lo[2], lo[3]));
+        } else {
+          xs[slot] = mma_order(v);
+        }
+      }
+    }
+    if constexpr (RMS) {
+      float *part = reinterpret_cast<float *>(ctx.smem + kPartOff);
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+        float v = ss[nt];
+        v += __shfl_xor_sync(0xffffffffu, v, 1);
+        v += __shfl_xor_sync(0xffffffffu, v, 2);
+        if (c == 0 && nt * 8 + g < T)
+          part[warp * T + nt * 8 + g] = v;
+      }
+      compute_sync();
+      if (tid < ta) {
+        float sum = 0.0f;
+        for (int w2 = 0; w2 < kComputeWarps; ++w2)
+          sum += part[w2 * T + tid];
+        inv(ctx)[tid] = __fdiv_rn(
+            1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(sum, float(K)), eps)));
       }
     }
     compute_sync();
@@ -590,9 +645,13 @@ private:
             float(&o)[4] = FORMAT == TILEC_FMT_FP8 ? d : acc[p][nt];
 #pragma unroll
             for (int j = 0; j < kElems / 4; ++j) {
-              const uint4 b = xs[((ch * kNT + nt) * kSubs + j / 2) * 32 + lane];
-              mma_bf16(o, qa[2 * j], qb[2 * j], qa[2 * j + 1], qb[2 * j + 1],
-                       (j & 1) ? b.z : b.x, (j & 1) ? b.w : b.y);
+              const int slot = ((ch * kNT + nt) * kSubs + j / 2) * 32 + lane;
+#pragma unroll
+              for (int part = 0; part < kMParts; ++part) {
+                const uint4 b = xs[slot + part * (kMXBytes / 16)];
+                mma_bf16(o, qa[2 * j], qb[2 * j], qa[2 * j + 1], qb[2 * j + 1],
+                         (j & 1) ? b.z : b.x, (j & 1) ? b.w : b.y);
+              }
             }
             if constexpr (FORMAT == TILEC_FMT_FP8) {
               const float s0 = __uint_as_float(scur[2 * p]);
