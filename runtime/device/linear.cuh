@@ -9,7 +9,12 @@
 // bf16 (swizzled against bank conflicts) when it fits, else it is read from
 // global memory; RMSNORM multiplies by the norm weight on the fly and by
 // 1/rms at the end. Partial sums meet in shared memory, where the family's
-// epilogue reads them.
+// epilogue reads them. From TILEC_GEMV_MMA_MIN_T tokens (8), when x fits in
+// shared memory as bf16 fragments, the products run on the tensor cores
+// instead (mma.sync m16n8k16, f32 sums): weights decoded to bf16 exactly in
+// registers, x (times the norm weight, as an exact hi + lo pair) staged in
+// the k order of the decoded registers; bench/gpu/gemv_bench.cu measures both
+// paths and checks one against the other.
 //
 //===----------------------------------------------------------------------===//
 #pragma once
