@@ -201,7 +201,9 @@ struct RunOptions {
   int64_t corruptEvery = 0;
   float temperature = 0;
   uint32_t sampleSeed = 0;
-  double tieEpsilon = 2e-3; // --check: routing near-ties
+  // --check: routing near-ties, and the logit rows' tolerance.
+  double tieEpsilon = ReferenceCheckOptions().tieEpsilon;
+  double logitTolerance = ReferenceCheckOptions().logitTolerance;
 
   // GPU executor.
   int device = 0;
@@ -454,6 +456,7 @@ int runEngine(const RunOptions &o) {
     std::unique_ptr<WeightSource> source = cpuWeights(weights, model);
     ReferenceCheckOptions checkOptions;
     checkOptions.tieEpsilon = o.tieEpsilon;
+    checkOptions.logitTolerance = o.logitTolerance;
     check = checkAgainstReference(*executor, model, *source, ids, tokens,
                                   checkOptions);
     if (dflash)
@@ -527,7 +530,8 @@ int runEngine(const RunOptions &o) {
                       {"logit_near_ties", check->logitNearTies},
                       {"routing_ties_seen", check->tiesSeen},
                       {"routing_ties_resolved", ties},
-                      {"tie_epsilon", check->resolved.epsilon}};
+                      {"tie_epsilon", check->resolved.epsilon},
+                      {"logit_tolerance", o.logitTolerance}};
     }
     if (drafts)
       out["check"]["drafts"] = {
@@ -586,9 +590,9 @@ int runEngine(const RunOptions &o) {
               : std::string(),
           check->positions, check->maxRelativeError, check->maxAbsoluteError);
       if (check->mismatchedRows)
-        std::cerr << fmt::format(" ({} rows over the tolerance, the first at "
-                                 "position {})",
-                                 check->mismatchedRows,
+        std::cerr << fmt::format(" ({} rows over the tolerance {:.1e}, the "
+                                 "first at position {})",
+                                 check->mismatchedRows, o.logitTolerance,
                                  check->firstMismatchedRow);
       if (!check->resolved.flip.empty()) {
         float largest = 0;
@@ -636,7 +640,7 @@ int runEngine(const RunOptions &o) {
     // bf16 activations on both sides: only summation order differs.
     if (!check->passed(int64_t(tokens.size())) ||
         (drafts && (drafts->equal != drafts->tokens ||
-                    drafts->maxRelativeError > 1e-2))) {
+                    drafts->maxRelativeError > o.logitTolerance))) {
       std::cerr << "tile-run: error: the engine does not match the reference\n";
       return 1;
     }
@@ -1319,6 +1323,15 @@ int main(int argc, char **argv) {
                   "this (sigmoid + bias) is a near-tie, which the reference "
                   "resolves the engine's way where that explains the engine's "
                   "logits (0: never)")
+      ->check(CLI::Range(0.0, 1.0));
+
+  run->add_option(
+         "--logit-tolerance", runOptions.logitTolerance,
+         fmt::format("--check: the largest ||engine - reference|| / "
+                     "||reference|| of a logit row, target and draft logits "
+                     "(default {}: torch.testing.assert_close's rtol for "
+                     "bfloat16)",
+                     ReferenceCheckOptions().logitTolerance))
       ->check(CLI::Range(0.0, 1.0));
 
   CLI::App *compile = app.add_subcommand(
