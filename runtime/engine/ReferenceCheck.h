@@ -99,29 +99,45 @@ void matchTeacherForced(const Model &model, WeightSource &weights,
                         ReferenceCheck &check);
 
 /// The drafts of a DFlash engine against the reference drafter's
-/// (models/core/Dflash.h) on the same sequence: drafts[i] is the block the
-/// engine drafted before decode step i ([last token, drafts...]); `oracle` as
-/// in DflashOptions (the reference takes the same blocks from it);
+/// (models/core/Dflash.h), the reference following the engine's decode step
+/// by step (DflashReference::replay on engine.first and engine.committed):
+/// at step i the reference drafter drafts from the context of the tokens the
+/// engine committed before it, at the engine's positions, whatever the
+/// reference's own greedy loop would have committed there (a token at a logit
+/// near-tie, which the target check accepts, would otherwise send the two
+/// apart and make every later draft differ). engine.drafts[i] is the block
+/// the engine drafted before decode step i ([last token, drafts...]).
 /// `autoregressive`: the engine's drafter mode (EngineManifest's SpecInfo),
-/// which the reference drafter then runs in too (its draft logits being the
-/// last pass's); `roundGateUp`: the engine's MLPs are unfused (storesGateUp).
+/// which the reference drafter then runs in too, each pass over the engine's
+/// earlier slots (its draft logits being the last pass's); `roundGateUp`: the
+/// engine's MLPs are unfused (storesGateUp).
 struct DraftCheck {
   int64_t steps = 0;  // decode steps compared
   int64_t tokens = 0; // draft tokens compared (B - 1 per step)
   int64_t equal = 0;  // of which the engine's equal the reference's
-  int64_t firstDifferentStep = -1;
+  /// Of the others, those at a logit near-tie (as ReferenceCheck's tokens):
+  /// with the engine's draft logits, the engine's token is within 2x the
+  /// row's largest |engine - reference| logit difference of the reference's
+  /// best (autoregressive: the error of the last pass's row, against the
+  /// logits of the pass that chose the slot).
+  int64_t logitNearTies = 0;
+  int64_t agree = 0;               // equal + logitNearTies
+  int64_t firstDifferentStep = -1; // the first step with a token that differs
+                                   // and is no near-tie
   /// With the engine's draft logits: draft rows compared, and the largest
   /// ||engine - reference|| / ||reference|| over them.
   int64_t logitRows = 0;
   double maxRelativeError = 0;
+  /// Every draft token agrees and every draft logit row is within
+  /// `logitTolerance` (ReferenceCheckOptions::logitTolerance).
+  bool passed(double logitTolerance) const;
 };
 /// `ties`: the target's routing near-ties resolved as ReferenceCheck found
 /// them for the engine (null: the reference's own resolutions).
 DraftCheck checkDrafts(const Model &model, WeightSource &weights,
-                       const std::vector<int32_t> &prompt, int64_t count,
-                       const DflashStats &engine,
-                       const std::vector<int32_t> *oracle = nullptr,
-                       bool autoregressive = false, bool roundGateUp = false,
+                       const std::vector<int32_t> &prompt,
+                       const DflashStats &engine, bool autoregressive = false,
+                       bool roundGateUp = false,
                        const ref::RouterTies *ties = nullptr);
 
 } // namespace tilec
