@@ -174,16 +174,29 @@ Tensor ReferenceDrafter::draft(int32_t lastToken, int64_t start,
   return draft(block, start);
 }
 
-std::vector<int32_t> ReferenceDrafter::draftAutoregressive(int32_t lastToken,
-                                                           int64_t start,
-                                                           int64_t blockSize,
-                                                           Tensor *lastPass) {
+std::vector<int32_t> ReferenceDrafter::draftAutoregressive(
+    int32_t lastToken, int64_t start, int64_t blockSize, Tensor *lastPass,
+    const std::vector<int32_t> *follow, Tensor *chosen) {
+  if (follow && int64_t(follow->size()) != blockSize)
+    fail("drafter: a block of {} tokens to follow, {} drafted", follow->size(),
+         blockSize);
   std::vector<int32_t> block(size_t(std::max<int64_t>(blockSize, 1)),
                              int32_t(d_.maskTokenId));
   block[0] = lastToken;
+  // What the passes see: the drafter's own tokens, or those followed.
+  std::vector<int32_t> input = block;
   for (int64_t k = 1; k < blockSize; ++k) {
-    Tensor logits = draft(block, start);
+    Tensor logits = draft(input, start);
     block[size_t(k)] = ref::argmax(logits)[size_t(k)];
+    input[size_t(k)] = follow ? (*follow)[size_t(k)] : block[size_t(k)];
+    if (chosen) {
+      const int64_t V = logits.dim(1);
+      if (k == 1) {
+        *chosen = Tensor({blockSize, V});
+        std::copy_n(logits.row(0), V, chosen->row(0));
+      }
+      std::copy_n(logits.row(k), V, chosen->row(k));
+    }
     if (lastPass && k == blockSize - 1)
       *lastPass = std::move(logits);
   }
@@ -316,14 +329,49 @@ Tensor DflashReference::taps(const ReferenceModel::Output &out,
   return t;
 }
 
+int64_t DflashReference::blockSizeOf(int64_t blockSize) const {
+  int64_t B = blockSize > 0 ? blockSize : model_.drafter->blockSize;
+  if (B < 1 || B > kMaxDraftBlock)
+    fail("DFlash: block size {} is out of range [1, {}]", B, kMaxDraftBlock);
+  return B;
+}
+
+std::vector<int32_t> DflashReference::draftStep(
+    ReferenceDrafter &drafter, int32_t last, int64_t start, int64_t B,
+    const std::vector<int32_t> *follow, Stats *stats) const {
+  // Block mode: one pass over [last, MASK...]; autoregressive: B-1 passes
+  // (the logits kept are the last one's).
+  Tensor logits, chosen;
+  std::vector<int32_t> draft;
+  if (autoregressive_) {
+    draft = drafter.draftAutoregressive(last, start, B, &logits, follow,
+                                        stats ? &chosen : nullptr);
+  } else {
+    logits = drafter.draft(last, start, B);
+    draft = ref::argmax(logits);
+  }
+  draft.erase(draft.begin());
+  if (stats) {
+    // Rows 1 .. B-1: the draft's slots.
+    auto slots = [](Tensor t) {
+      t.data.erase(t.data.begin(), t.data.begin() + t.dim(1));
+      t.shape[0] -= 1;
+      return t;
+    };
+    stats->drafts.push_back(draft);
+    stats->draftLogits.push_back(slots(std::move(logits)));
+    if (autoregressive_)
+      stats->choiceLogits.push_back(slots(std::move(chosen)));
+  }
+  return draft;
+}
+
 std::vector<int32_t>
 DflashReference::generate(const std::vector<int32_t> &prompt, int64_t count,
                           int64_t blockSize, Stats *stats,
                           const std::vector<int32_t> *oracle) {
   const DrafterConfig &d = *model_.drafter;
-  int64_t B = blockSize > 0 ? blockSize : d.blockSize;
-  if (B < 1 || B > kMaxDraftBlock)
-    fail("DFlash: block size {} is out of range [1, {}]", B, kMaxDraftBlock);
+  const int64_t B = blockSizeOf(blockSize);
   if (oracle && int64_t(oracle->size()) < count + B)
     fail("DFlash: the oracle continuation has {} tokens, {} needed",
          oracle->size(), count + B);
@@ -346,26 +394,11 @@ DflashReference::generate(const std::vector<int32_t> &prompt, int64_t count,
       // The drafter runs in oracle mode too, so that its context cache goes
       // through the same commits; only the block's tokens come from the oracle.
       drafter.appendContext(pending);
-      // Block mode: one pass over [last, MASK...]; autoregressive: B-1 passes
-      // (the logits kept are the last one's).
-      Tensor logits;
-      std::vector<int32_t> draft;
-      if (autoregressive_) {
-        draft = drafter.draftAutoregressive(last, start, B, &logits);
-      } else {
-        logits = drafter.draft(last, start, B);
-        draft = ref::argmax(logits);
-      }
+      std::vector<int32_t> draft =
+          draftStep(drafter, last, start, B, nullptr, stats);
       for (int64_t j = 1; j < B; ++j)
         block.push_back(oracle ? (*oracle)[produced.size() - 1 + size_t(j)]
-                               : draft[size_t(j)]);
-      if (stats) {
-        stats->drafts.emplace_back(draft.begin() + 1, draft.end());
-        logits.data.erase(logits.data.begin(),
-                          logits.data.begin() + logits.dim(1));
-        logits.shape[0] -= 1;
-        stats->draftLogits.push_back(std::move(logits));
-      }
+                               : draft[size_t(j - 1)]);
     }
     // Verify: the target over the block; accept the matching prefix + the
     // bonus.
@@ -389,6 +422,70 @@ DflashReference::generate(const std::vector<int32_t> &prompt, int64_t count,
   }
   produced.resize(size_t(count));
   return produced;
+}
+
+void DflashReference::replay(const std::vector<int32_t> &prompt,
+                             const Followed &engine, int64_t blockSize,
+                             Stats &stats) {
+  const DrafterConfig &d = *model_.drafter;
+  const int64_t B = blockSizeOf(blockSize);
+  const int64_t V = model_.target.vocabSize;
+  if (prompt.empty())
+    fail("DFlash replay: the prompt is empty");
+  if (engine.first < 0 || engine.first >= V)
+    fail("DFlash replay: the first token {} is out of range [0, {})",
+         engine.first, V);
+  ReferenceModel::Options options;
+  options.roundActivations = round_;
+  options.roundGateUp = roundGateUp_;
+  ReferenceModel target(model_.target, weights_, options);
+  target.setRouterTies(ties_);
+  ReferenceDrafter drafter(d, model_.target, weights_, round_, roundGateUp_);
+
+  // Prefill: every prompt position's context features (the engine's chunks
+  // of B commit the same positions).
+  Tensor pending =
+      taps(target.forward(prompt, /*keepHidden=*/true), int64_t(prompt.size()));
+  int64_t start = int64_t(prompt.size());
+  int32_t last = engine.first;
+  const int64_t steps = int64_t(engine.committed.size());
+  for (int64_t s = 0; s < steps; ++s) {
+    const std::vector<int32_t> &committed = engine.committed[size_t(s)];
+    if (committed.empty() || int64_t(committed.size()) > B)
+      fail("DFlash replay: step {} committed {} tokens (1 .. {} expected)", s,
+           committed.size(), B);
+    for (int32_t t : committed)
+      if (t < 0 || t >= V)
+        fail("DFlash replay: step {} committed token {}, out of range [0, {})",
+             s, t, V);
+    if (B > 1) {
+      drafter.appendContext(pending);
+      const std::vector<int32_t> *follow = nullptr;
+      std::vector<int32_t> block;
+      if (autoregressive_ && s < int64_t(engine.blocks.size())) {
+        block = engine.blocks[size_t(s)];
+        if (int64_t(block.size()) != B)
+          fail("DFlash replay: step {}'s block has {} tokens, {} expected", s,
+               block.size(), B);
+        block[0] = last;
+        follow = &block;
+      }
+      draftStep(drafter, last, start, B, follow, &stats);
+    }
+    // What the step commits to the caches: the last token and the accepted
+    // drafts (the bonus is the next step's last token). Their context
+    // features, as the verify pass over the engine's block gives them (each
+    // row sees only the positions before it).
+    const int64_t a = int64_t(committed.size()) - 1;
+    std::vector<int32_t> kept{last};
+    kept.insert(kept.end(), committed.begin(), committed.end() - 1);
+    stats.accepted.push_back(a + 1);
+    stats.blocks.push_back(kept);
+    last = committed.back();
+    start += a + 1;
+    if (s + 1 < steps) // the last step's features are never drafted from
+      pending = taps(target.forward(kept, /*keepHidden=*/true), a + 1);
+  }
 }
 
 } // namespace tilec

@@ -69,9 +69,17 @@ public:
   /// the block, pass k filling slot k with its argmax there, every earlier
   /// slot filled already. Returns the block [lastToken, d_1 .. d_(B-1)];
   /// `lastPass` (if given) gets the last pass's logits [B, vocab].
-  std::vector<int32_t> draftAutoregressive(int32_t lastToken, int64_t start,
-                                           int64_t blockSize,
-                                           ref::Tensor *lastPass = nullptr);
+  /// `follow` (if given, a block [lastToken, f_1 .. f_(B-1)], e.g. the one an
+  /// engine drafted): pass k's earlier slots are f_1 .. f_(k-1) instead of
+  /// the drafter's own tokens, so that every pass sees what the engine's
+  /// pass saw; the block returned still holds each pass's argmax. `chosen`
+  /// (if given) gets [B, vocab] whose row k is pass k's logits at slot k,
+  /// those whose argmax is d_k (row 0: the first pass's).
+  std::vector<int32_t>
+  draftAutoregressive(int32_t lastToken, int64_t start, int64_t blockSize,
+                      ref::Tensor *lastPass = nullptr,
+                      const std::vector<int32_t> *follow = nullptr,
+                      ref::Tensor *chosen = nullptr);
 
 private:
   const std::vector<float> &weight(const std::string &name,
@@ -105,6 +113,10 @@ public:
     /// The drafter's tokens d_1 .. d_(B-1) per step (drafter in use; before an
     /// oracle replaced them).
     std::vector<std::vector<int32_t>> drafts;
+    /// Autoregressive drafter only, [B-1, vocab] per step: row k-1 holds pass
+    /// k's logits at slot k, those whose argmax is d_k (the block drafter's
+    /// are draftLogits).
+    std::vector<ref::Tensor> choiceLogits;
     double meanAccepted() const;
   };
   /// Prefill with `prompt`, then decode `count` tokens with blocks of
@@ -117,12 +129,43 @@ public:
                                 Stats *stats = nullptr,
                                 const std::vector<int32_t> *oracle = nullptr);
 
+  /// An engine's decode, step by step, for replay(): the prefill's token,
+  /// and per decode step the tokens it committed (the accepted drafts, then
+  /// the target's bonus token: 1 .. B of them) and, optionally, the block it
+  /// drafted ([last token, d_1 .. d_(B-1)]: the autoregressive drafter's
+  /// passes take their earlier slots from it).
+  struct Followed {
+    int32_t first = -1;
+    std::vector<std::vector<int32_t>> committed;
+    std::vector<std::vector<int32_t>> blocks;
+  };
+  /// The forced mode: after a prefill with `prompt`, one step per
+  /// engine.committed entry, the drafter drafting from the context of the
+  /// engine's committed tokens (those of the earlier steps' accepted drafts
+  /// and bonuses, whatever the reference's target or drafter would have
+  /// chosen) at the engine's positions, with blocks of `blockSize` (0: the
+  /// drafter's). Fills stats' drafts, draftLogits (and choiceLogits),
+  /// accepted (the engine's) and blocks (the tokens each step commits to the
+  /// caches: [last token, accepted drafts]). An engine whose tokens sit at a
+  /// logit near-tie where the reference's own greedy loop goes the other way
+  /// stays comparable step for step (tile-run --check's draft check).
+  void replay(const std::vector<int32_t> &prompt, const Followed &engine,
+              int64_t blockSize, Stats &stats);
+
   /// The target's routing near-ties (ReferenceModel::setRouterTies), e.g. the
   /// resolutions ReferenceCheck found for an engine's sequence.
   void setRouterTies(ref::RouterTies *ties) { ties_ = ties; }
 
 private:
   ref::Tensor taps(const ReferenceModel::Output &out, int64_t rows) const;
+  /// One step's draft (B > 1) after `last` at `start`: d_1 .. d_(B-1), the
+  /// autoregressive passes following `follow` (draftAutoregressive); recorded
+  /// in `stats` if given.
+  std::vector<int32_t> draftStep(ReferenceDrafter &drafter, int32_t last,
+                                 int64_t start, int64_t B,
+                                 const std::vector<int32_t> *follow,
+                                 Stats *stats) const;
+  int64_t blockSizeOf(int64_t blockSize) const;
   const Model &model_;
   WeightSource &weights_;
   bool round_, autoregressive_, roundGateUp_;

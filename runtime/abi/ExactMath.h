@@ -19,9 +19,13 @@
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 #define TILEC_XM_FN __host__ __device__ __forceinline__
 #else
+#define TILEC_XM_FN inline
+#endif
+#ifndef __CUDACC_RTC__
+// The host side (a C++ compiler, or nvcc's host pass: tests/gpu's
+// device_test.cu) takes std::fma and std::memcpy.
 #include <cmath>
 #include <cstring>
-#define TILEC_XM_FN inline
 #endif
 
 namespace tilec {

@@ -202,6 +202,7 @@ std::vector<int32_t> generateDflash(Executor &executor,
     ++local.prefillSteps;
   }
   generated.push_back(out[size_t(P - (P - 1) / T * T)]);
+  local.first = generated.back();
   if (options.onToken)
     options.onToken(generated.back());
   local.prefillSeconds =
@@ -238,6 +239,7 @@ std::vector<int32_t> generateDflash(Executor &executor,
         options.onToken(out[size_t(1 + i)]);
     generated.insert(generated.end(), out.begin() + 1, out.begin() + 1 + a);
     local.accepted.push_back(a);
+    local.committed.emplace_back(out.begin() + 1, out.begin() + 1 + a);
     ++local.decodeSteps;
   }
   local.decodeSeconds =

@@ -99,6 +99,13 @@ struct DflashStats {
   double prefillSeconds = 0, decodeSeconds = 0;
   /// Tokens committed by each decode step (1 .. T).
   std::vector<int64_t> accepted;
+  /// The prefill's token (the first generated one), and per decode step the
+  /// tokens it committed (accepted[i] of them: the accepted drafts, then the
+  /// target's bonus token; the last step's in full, past `count`). Together
+  /// the sequence the engine decoded, step by step: what checkDrafts replays
+  /// the reference drafter on.
+  int32_t first = -1;
+  std::vector<std::vector<int32_t>> committed;
   double meanAccepted() const;
   /// histogram[k] = steps that committed k tokens (k = 0 .. T).
   std::vector<int64_t> histogram(int64_t blockSize) const;

@@ -2,9 +2,11 @@
 //
 // A standalone program (CMake target tilec_device_test, see README.md). It
 // compiles the device library into one test megakernel whose Dispatch holds
-// every instance below (small and MiMo-V2.5-Pro-shaped), builds task records by
-// hand, runs them on several CTAs with events between dependent tasks, and
-// compares the outputs with a CPU computation of docs/engine.md's semantics.
+// every instance below (small and MiMo-V2.5-Pro-shaped, with the template
+// parameters in the order a generated kernel.cu passes them), builds task
+// records by hand, runs them on several CTAs with events between dependent
+// tasks, and compares the outputs with a CPU computation of docs/engine.md's
+// semantics.
 // It also checks tilec_synthesize byte for byte against models/core's writer,
 // the watchdog, bad-input reports and trace stamps. Prints a table; exits 1 on
 // any failure, 77 when there is no GPU.
@@ -56,35 +58,61 @@ using tilec::u8;
 #define E_AMX TILEC_EPI_ARGMAX
 
 // name, T, K, N, tile, format, prologue, epilogue, heads, head_dim,
-// rotary_dim, capacity
+// rotary_dim, capacity, head_norm, logit_cap: linear_task's parameters in the
+// order a generated kernel.cu passes them (the tiny drafter's q/k with their
+// per-head norms, a softcapped lm_head; logit_cap's multiplier and softcap:
+// logit_cap_of)
 #define LINEAR_CASES(X)                                                        \
-  X(lin_bf16_store_rms, 4, 256, 192, 64, F_BF16, P_RMS, E_BF16, 0, 0, 0, 0)    \
-  X(lin_fp8_f32, 4, 256, 192, 64, F_FP8, P_NONE, E_F32, 0, 0, 0, 0)            \
-  X(lin_mx_residual_rms, 4, 256, 192, 64, F_MX, P_RMS, E_RES, 0, 0, 0, 0)      \
-  X(lin_fp8_silu_rms, 4, 256, 192, 48, F_FP8, P_RMS, E_SILU, 0, 0, 0, 0)       \
-  X(lin_bf16_silu_t1, 1, 512, 128, 32, F_BF16, P_NONE, E_SILU, 0, 0, 0, 0)     \
-  X(lin_mx_rope_q, 4, 256, 192, 96, F_MX, P_RMS, E_ROPE, 4, 48, 16, 0)         \
-  X(lin_fp8_rope_kcache, 4, 256, 96, 48, F_FP8, P_RMS, E_KC, 2, 48, 16, 64)    \
-  X(lin_bf16_vcache, 4, 256, 64, 32, F_BF16, P_RMS, E_VC, 2, 32, 0, 64)        \
-  X(lin_bf16_argmax_rms, 4, 256, 512, 64, F_BF16, P_RMS, E_AMX, 0, 0, 0, 0)    \
-  X(lin_mx_argmax_t1, 1, 512, 300, 64, F_MX, P_NONE, E_AMX, 0, 0, 0, 0)        \
-  X(lin_bf16_f32_t8_tail, 8, 96, 70, 16, F_BF16, P_NONE, E_F32, 0, 0, 0, 0)    \
-  X(lin_fp8_residual_t8, 8, 384, 200, 64, F_FP8, P_RMS, E_RES, 0, 0, 0, 0)     \
-  X(lin_fp8_bf16_t1_edge, 1, 160, 130, 32, F_FP8, P_NONE, E_BF16, 0, 0, 0, 0)  \
-  X(lin_mx_f32_t16, 16, 256, 64, 32, F_MX, P_NONE, E_F32, 0, 0, 0, 0)          \
-  X(lin_mx_silu_t8, 8, 256, 64, 32, F_MX, P_RMS, E_SILU, 0, 0, 0, 0)           \
-  X(lin_bf16_rms_t16_unstaged, 16, 6144, 256, 64, F_BF16, P_RMS, E_BF16, 0, 0, \
+  X(lin_bf16_store_rms, 4, 256, 192, 64, F_BF16, P_RMS, E_BF16, 0, 0, 0, 0, 0, \
+    0)                                                                         \
+  X(lin_fp8_f32, 4, 256, 192, 64, F_FP8, P_NONE, E_F32, 0, 0, 0, 0, 0, 0)      \
+  X(lin_mx_residual_rms, 4, 256, 192, 64, F_MX, P_RMS, E_RES, 0, 0, 0, 0, 0,   \
+    0)                                                                         \
+  X(lin_fp8_silu_rms, 4, 256, 192, 48, F_FP8, P_RMS, E_SILU, 0, 0, 0, 0, 0, 0) \
+  X(lin_bf16_silu_t1, 1, 512, 128, 32, F_BF16, P_NONE, E_SILU, 0, 0, 0, 0, 0,  \
+    0)                                                                         \
+  X(lin_mx_rope_q, 4, 256, 192, 96, F_MX, P_RMS, E_ROPE, 4, 48, 16, 0, 0, 0)   \
+  X(lin_fp8_rope_kcache, 4, 256, 96, 48, F_FP8, P_RMS, E_KC, 2, 48, 16, 64, 0, \
+    0)                                                                         \
+  X(lin_bf16_vcache, 4, 256, 64, 32, F_BF16, P_RMS, E_VC, 2, 32, 0, 64, 0, 0)  \
+  X(lin_bf16_argmax_rms, 4, 256, 512, 64, F_BF16, P_RMS, E_AMX, 0, 0, 0, 0, 0, \
+    0)                                                                         \
+  X(lin_mx_argmax_t1, 1, 512, 300, 64, F_MX, P_NONE, E_AMX, 0, 0, 0, 0, 0, 0)  \
+  X(lin_bf16_f32_t8_tail, 8, 96, 70, 16, F_BF16, P_NONE, E_F32, 0, 0, 0, 0, 0, \
+    0)                                                                         \
+  X(lin_fp8_residual_t8, 8, 384, 200, 64, F_FP8, P_RMS, E_RES, 0, 0, 0, 0, 0,  \
+    0)                                                                         \
+  X(lin_fp8_bf16_t1_edge, 1, 160, 130, 32, F_FP8, P_NONE, E_BF16, 0, 0, 0, 0,  \
     0, 0)                                                                      \
-  X(pro_mx_t8, 8, 6144, 2048, 64, F_MX, P_RMS, E_BF16, 0, 0, 0, 0)             \
-  X(pro_mx_t1, 1, 6144, 2048, 16, F_MX, P_RMS, E_BF16, 0, 0, 0, 0)             \
-  X(pro_q_rope, 8, 6144, 3072, 192, F_FP8, P_RMS, E_ROPE, 16, 192, 64, 0)      \
-  X(pro_k_cache, 8, 6144, 192, 192, F_FP8, P_RMS, E_KC, 1, 192, 64, 8192)      \
-  X(pro_v_cache, 8, 6144, 128, 128, F_FP8, P_RMS, E_VC, 1, 128, 0, 8192)       \
-  X(pro_o_residual, 8, 2048, 6144, 64, F_BF16, P_NONE, E_RES, 0, 0, 0, 0)      \
-  X(pro_dense_gate_up, 8, 6144, 2048, 32, F_FP8, P_RMS, E_SILU, 0, 0, 0, 0)    \
-  X(pro_dense_down, 8, 16384, 6144, 64, F_FP8, P_NONE, E_RES, 0, 0, 0, 0)      \
-  X(pro_lm_head, 8, 6144, 19072, 160, F_BF16, P_RMS, E_AMX, 0, 0, 0, 0)        \
-  X(pro_bf16_f32_t1, 1, 6144, 4096, 32, F_BF16, P_NONE, E_F32, 0, 0, 0, 0)
+  X(lin_mx_f32_t16, 16, 256, 64, 32, F_MX, P_NONE, E_F32, 0, 0, 0, 0, 0, 0)    \
+  X(lin_mx_silu_t8, 8, 256, 64, 32, F_MX, P_RMS, E_SILU, 0, 0, 0, 0, 0, 0)     \
+  X(lin_bf16_rms_t16_unstaged, 16, 6144, 256, 64, F_BF16, P_RMS, E_BF16, 0, 0, \
+    0, 0, 0, 0)                                                                \
+  X(lin_bf16_rope_q_hnorm, 4, 64, 64, 16, F_BF16, P_RMS, E_ROPE, 4, 16, 16, 0, \
+    1, 0)                                                                      \
+  X(lin_bf16_kcache_hnorm, 4, 64, 32, 16, F_BF16, P_RMS, E_KC, 2, 16, 16, 20,  \
+    1, 0)                                                                      \
+  X(lin_fp8_rope_q_hnorm_t16, 16, 512, 512, 128, F_FP8, P_RMS, E_ROPE, 4, 128, \
+    64, 0, 1, 0)                                                               \
+  X(lin_bf16_argmax_cap, 4, 256, 512, 64, F_BF16, P_RMS, E_AMX, 0, 0, 0, 0, 0, \
+    1)                                                                         \
+  X(lin_mx_argmax_mult_t1, 1, 512, 300, 64, F_MX, P_NONE, E_AMX, 0, 0, 0, 0,   \
+    0, 1)                                                                      \
+  X(pro_mx_t8, 8, 6144, 2048, 64, F_MX, P_RMS, E_BF16, 0, 0, 0, 0, 0, 0)       \
+  X(pro_mx_t1, 1, 6144, 2048, 16, F_MX, P_RMS, E_BF16, 0, 0, 0, 0, 0, 0)       \
+  X(pro_q_rope, 8, 6144, 3072, 192, F_FP8, P_RMS, E_ROPE, 16, 192, 64, 0, 0,   \
+    0)                                                                         \
+  X(pro_k_cache, 8, 6144, 192, 192, F_FP8, P_RMS, E_KC, 1, 192, 64, 8192, 0,   \
+    0)                                                                         \
+  X(pro_v_cache, 8, 6144, 128, 128, F_FP8, P_RMS, E_VC, 1, 128, 0, 8192, 0, 0) \
+  X(pro_o_residual, 8, 2048, 6144, 64, F_BF16, P_NONE, E_RES, 0, 0, 0, 0, 0,   \
+    0)                                                                         \
+  X(pro_dense_gate_up, 8, 6144, 2048, 32, F_FP8, P_RMS, E_SILU, 0, 0, 0, 0, 0, \
+    0)                                                                         \
+  X(pro_dense_down, 8, 16384, 6144, 64, F_FP8, P_NONE, E_RES, 0, 0, 0, 0, 0,   \
+    0)                                                                         \
+  X(pro_lm_head, 8, 6144, 19072, 160, F_BF16, P_RMS, E_AMX, 0, 0, 0, 0, 0, 0)  \
+  X(pro_bf16_f32_t1, 1, 6144, 4096, 32, F_BF16, P_NONE, E_F32, 0, 0, 0, 0, 0, 0)
 
 // name, T, tiles
 #define ARGMAX_CASES(X)                                                        \
@@ -92,16 +120,23 @@ using tilec::u8;
   X(amx_t1_5, 1, 5)                                                            \
   X(amx_t8_120, 8, 120)
 
-// name, T, q_heads, kv_heads, head_dim, v_dim, window, capacity, sinks, pos0
+// name, T, q_heads, kv_heads, head_dim, v_dim, window, capacity, sinks,
+// mask, rows, pos0: attention_task's parameters as kernel.cu passes them
+// (mask 1: the drafter's bidirectional block; rows: the most query rows of a
+// task, G x T for one task per kv head, fewer for tilec's attention splits)
 #define ATTENTION_CASES(X)                                                     \
-  X(att_small_full, 4, 4, 2, 48, 32, 0, 64, 0, 20)                             \
-  X(att_small_window_sinks, 4, 4, 4, 48, 32, 8, 16, 1, 30)                     \
-  X(att_small_t1_ring, 1, 8, 2, 32, 64, 4, 4, 1, 10)                           \
-  X(att_pro_full_t8, 8, 16, 1, 192, 128, 0, 8192, 0, 3000)                     \
-  X(att_pro_full_t1, 1, 16, 1, 192, 128, 0, 8192, 0, 5000)                     \
-  X(att_pro_window_t8, 8, 16, 1, 192, 128, 128, 136, 1, 1000)                  \
-  X(att_pro_window_t1, 1, 16, 1, 192, 128, 128, 128, 1, 777)                   \
-  X(att_pro_t16_passes, 16, 32, 2, 192, 128, 0, 4096, 1, 2000)
+  X(att_small_full, 4, 4, 2, 48, 32, 0, 64, 0, 0, 8, 20)                       \
+  X(att_small_window_sinks, 4, 4, 4, 48, 32, 8, 16, 1, 0, 4, 30)               \
+  X(att_small_t1_ring, 1, 8, 2, 32, 64, 4, 4, 1, 0, 4, 10)                     \
+  X(att_pro_full_t8, 8, 16, 1, 192, 128, 0, 8192, 0, 0, 128, 3000)             \
+  X(att_pro_full_t1, 1, 16, 1, 192, 128, 0, 8192, 0, 0, 16, 5000)              \
+  X(att_pro_window_t8, 8, 16, 1, 192, 128, 128, 136, 1, 0, 128, 1000)          \
+  X(att_pro_window_t1, 1, 16, 1, 192, 128, 128, 128, 1, 0, 16, 777)            \
+  X(att_pro_t16_passes, 16, 32, 2, 192, 128, 0, 4096, 1, 0, 256, 2000)         \
+  X(att_small_rows3, 4, 4, 2, 48, 32, 0, 64, 0, 0, 3, 20)                      \
+  X(att_small_block, 4, 4, 2, 16, 16, 0, 4096, 0, 1, 2, 20)                    \
+  X(att_small_block_window_sinks, 8, 4, 2, 32, 32, 8, 16, 1, 1, 4, 30)         \
+  X(att_pro_rows_t8, 8, 16, 1, 192, 128, 0, 8192, 0, 0, 32, 3000)
 
 // name, T, E, K, n_group, topk_group, renorm
 #define ROUTER_CASES(X)                                                        \
@@ -117,6 +152,12 @@ using tilec::u8;
   X(moe_small_bf16, 2, 64, 32, 8, 2, 8, 16, 32, F_BF16)                        \
   X(moe_pro_t8, 8, 6144, 2048, 384, 8, 32, 256, 512, F_MX)                     \
   X(moe_pro_t1, 1, 6144, 2048, 384, 8, 32, 128, 256, F_MX)
+
+// name, T, N, columns per task (N % 8 != 0: the scalar path)
+#define SILU_MUL_CASES(X)                                                      \
+  X(silu_t4, 4, 256, 64)                                                       \
+  X(silu_t1_odd, 1, 130, 48)                                                   \
+  X(silu_pro_t8, 8, 2048, 512)
 
 // name, T, H, V
 #define EMBED_CASES(X)                                                         \
@@ -146,16 +187,19 @@ enum Instance {
 #define X_EMB(name, ...) I_##name,
                       EMBED_CASES(X_EMB)
 #undef X_EMB
-                          I_count
+#define X_SILU(name, ...) I_##name,
+                          SILU_MUL_CASES(X_SILU)
+#undef X_SILU
+                              I_count
 };
 
 struct TestDispatch {
   __device__ static void run(long long instance, const TilecTask &t,
                              const tilec::Ctx &c) {
     switch (instance) {
-#define X_LIN(name, T, K, N, TILE, F, P, E, H, HD, RD, C)                      \
+#define X_LIN(name, T, K, N, TILE, F, P, E, H, HD, RD, C, HN, LC)              \
   case I_##name:                                                               \
-    tilec::linear_task<T, K, N, TILE, F, P, E, H, HD, RD, C>(t, c);            \
+    tilec::linear_task<T, K, N, TILE, F, P, E, H, HD, RD, C, HN, LC>(t, c);    \
     break;
       LINEAR_CASES(X_LIN)
 #undef X_LIN
@@ -165,9 +209,9 @@ struct TestDispatch {
     break;
       ARGMAX_CASES(X_AMX)
 #undef X_AMX
-#define X_ATT(name, T, QH, KVH, D, DV, W, C, S, P0)                            \
+#define X_ATT(name, T, QH, KVH, D, DV, W, C, S, M, R, P0)                      \
   case I_##name:                                                               \
-    tilec::attention_task<T, QH, KVH, D, DV, W, C, S>(t, c);                   \
+    tilec::attention_task<T, QH, KVH, D, DV, W, C, S, M, R>(t, c);             \
     break;
       ATTENTION_CASES(X_ATT)
 #undef X_ATT
@@ -179,7 +223,8 @@ struct TestDispatch {
 #undef X_RT
 #define X_MOE(name, T, H, I, E, K, TRT, TGU, TDN, F)                           \
   case I_##name##_rt:                                                          \
-    tilec::linear_task<T, H, E, TRT, F_BF16, P_RMS, E_F32, 0, 0, 0, 0>(t, c);  \
+    tilec::linear_task<T, H, E, TRT, F_BF16, P_RMS, E_F32, 0, 0, 0, 0, 0, 0>(  \
+        t, c);                                                                 \
     break;                                                                     \
   case I_##name##_router:                                                      \
     tilec::router_topk_task<T, E, K, 1, 1, 1>(t, c);                           \
@@ -201,6 +246,12 @@ struct TestDispatch {
     break;
       EMBED_CASES(X_EMB)
 #undef X_EMB
+#define X_SILU(name, T, N, COLS)                                               \
+  case I_##name:                                                               \
+    tilec::silu_mul_task<T, N>(t, c);                                          \
+    break;
+      SILU_MUL_CASES(X_SILU)
+#undef X_SILU
     default:
       break;
     }
@@ -711,11 +762,11 @@ double silu_mul_ref(double g, double u) { return g / (1.0 + std::exp(-g)) * u; }
 struct LinearCase {
   const char *name;
   int inst, T, K, N, tile, format, prologue, epilogue, heads, head_dim,
-      rotary_dim, capacity;
+      rotary_dim, capacity, head_norm, logit_cap;
 };
 const LinearCase kLinear[] = {
-#define X_LIN(name, T, K, N, TILE, F, P, E, H, HD, RD, C)                      \
-  {#name, I_##name, T, K, N, TILE, F, P, E, H, HD, RD, C},
+#define X_LIN(name, T, K, N, TILE, F, P, E, H, HD, RD, C, HN, LC)              \
+  {#name, I_##name, T, K, N, TILE, F, P, E, H, HD, RD, C, HN, LC},
     LINEAR_CASES(X_LIN)
 #undef X_LIN
 };
@@ -728,6 +779,13 @@ const ArgmaxCase kArgmax[] = {
     ARGMAX_CASES(X_AMX)
 #undef X_AMX
 };
+
+/// A logit_cap case's multiplier and softcap (THETA's low and high words;
+/// softcap 0: the multiplier alone, as a model without final_logit_softcapping
+/// but with an output multiplier has it).
+std::pair<float, float> logit_cap_of(const LinearCase &c) {
+  return c.T == 1 ? std::make_pair(1.25f, 0.0f) : std::make_pair(0.5f, 0.25f);
+}
 
 void test_linear(const LinearCase &c) {
   const std::string name = c.name;
@@ -745,7 +803,8 @@ void test_linear(const LinearCase &c) {
     return;
   }
   const int pos0 = c.K >= 4096 ? 3000 : 100;
-  const float eps = 1e-5f, theta = c.K >= 4096 ? 1e7f : 1e4f;
+  const float eps = 1e-5f, theta = c.K >= 4096 ? 1e7f : 1e4f, heps = 1e-6f;
+  const auto [multiplier, softcap] = logit_cap_of(c);
   const i64 T = c.T, K = c.K, N = c.N;
 
   Rig rig(tiles + 1);
@@ -755,6 +814,7 @@ void test_linear(const LinearCase &c) {
   if (pair)
     w2.alloc(rig);
   const i64 norm = rms ? rig.weights.alloc(K * 2) : -1;
+  const i64 hnorm = c.head_norm ? rig.weights.alloc(c.head_dim * 2) : -1;
   const i64 res = c.epilogue == E_RES ? rig.arena.alloc(T * N * 2) : -1;
   const int out_bytes = c.epilogue == E_F32 || argmax ? 4 : 2;
   const i64 out = cache ? rig.kv.alloc(i64(c.capacity) * N * 2)
@@ -773,6 +833,8 @@ void test_linear(const LinearCase &c) {
     w2.fill(rig);
   if (rms)
     rig.fill(rig.weights, norm, K, K_BF16_NORM, 102);
+  if (c.head_norm)
+    rig.fill(rig.weights, hnorm, c.head_dim, K_BF16_NORM, 104);
   if (res >= 0)
     rig.fill(rig.arena, res, T * N, K_BF16, 103, 4.0f);
 
@@ -786,14 +848,20 @@ void test_linear(const LinearCase &c) {
     set_arg(t, TILEC_LIN_N1, std::min<i64>(N, i64(i + 1) * c.tile));
     set_arg(t, TILEC_LIN_OUT, out);
     set_arg(t, TILEC_LIN_NORM_W, norm);
-    set_arg(t, TILEC_LIN_EPS, f32_arg(eps));
+    // The head norm's eps in the high word.
+    set_arg(t, TILEC_LIN_EPS,
+            f32_arg(eps) | (c.head_norm ? f32_arg(heps) << 32 : 0));
     set_arg(t, TILEC_LIN_RESIDUAL, res);
     set_arg(t, TILEC_LIN_W2, w2.off);
     set_arg(t, TILEC_LIN_W2SCALE, w2.soff);
     set_arg(t, TILEC_LIN_POS, pos);
-    set_arg(t, TILEC_LIN_THETA, f32_arg(theta));
+    // ARGMAX with logit_cap: the multiplier and the softcap instead.
+    set_arg(t, TILEC_LIN_THETA,
+            c.logit_cap ? f32_arg(multiplier) | f32_arg(softcap) << 32
+                        : f32_arg(theta));
     set_arg(t, TILEC_LIN_PARTIAL, partial);
     set_arg(t, TILEC_LIN_TILE, i);
+    set_arg(t, TILEC_LIN_HNORM_W, hnorm);
     rig.add(i, t, ev);
   }
   if (argmax) {
@@ -817,11 +885,33 @@ void test_linear(const LinearCase &c) {
     xs[size_t(t)] =
         rms ? rmsnorm_row(xf.data() + t * K, nw, K, eps)
             : std::vector<double>(xf.begin() + t * K, xf.begin() + (t + 1) * K);
-  const std::vector<double> y = matmul_ref(xs, w, 0, 0, N);
+  std::vector<double> y = matmul_ref(xs, w, 0, 0, N);
+  if (c.head_norm) {
+    // Each (token, head) RMS-normalized with the per-head weight, before RoPE.
+    const std::vector<float> hw = gen_bf16_floats(K_BF16_NORM, 104, c.head_dim);
+    for (i64 t = 0; t < T; ++t)
+      for (i64 h = 0; h < N / c.head_dim; ++h) {
+        double *row = y.data() + t * N + h * c.head_dim;
+        double ss = 0;
+        for (int d = 0; d < c.head_dim; ++d)
+          ss += row[d] * row[d];
+        const double inv = 1.0 / std::sqrt(ss / c.head_dim + double(heps));
+        for (int d = 0; d < c.head_dim; ++d)
+          row[d] *= inv * hw[size_t(d)];
+      }
+  }
+  if (c.logit_cap)
+    for (double &v : y) {
+      v *= multiplier;
+      if (softcap > 0)
+        v = std::tanh(v / softcap) * softcap;
+    }
   std::vector<double> ref(size_t(T * N));
   const std::string what =
       std::string(format_name(c.format)) + " T=" + std::to_string(T) +
-      " K=" + std::to_string(K) + " N=" + std::to_string(N);
+      " K=" + std::to_string(K) + " N=" + std::to_string(N) +
+      (c.head_norm ? " head norm" : "") +
+      (c.logit_cap ? softcap > 0 ? " softcap" : " multiplier" : "");
   if (c.epilogue == E_BF16 || c.epilogue == E_F32) {
     std::vector<float> got =
         c.epilogue == E_F32
@@ -872,13 +962,16 @@ void test_linear(const LinearCase &c) {
       got = bf16s_to_floats(rig.get<u16>(rig.arena, out, T * N));
     }
     record(name,
-           c.epilogue == E_ROPE ? "rope(q) bf16"
-           : cache && rope      ? "rope(k) in cache slots"
-                                : "v in cache slots",
+           c.epilogue == E_ROPE
+               ? c.head_norm ? "rope(norm(q)) bf16" : "rope(q) bf16"
+           : cache && rope ? c.head_norm ? "rope(norm(k)) in cache slots"
+                                         : "rope(k) in cache slots"
+                           : "v in cache slots",
            rel_err(got, ref), kTolBf16, what);
   } else if (argmax) {
     const std::vector<float> logits = rig.get<float>(rig.arena, out, T * N);
-    record(name, "logits f32", rel_err(logits, y), kTolF32, what);
+    record(name, c.logit_cap ? "capped logits f32" : "logits f32",
+           rel_err(logits, y), kTolF32, what);
     const std::vector<int> part =
         rig.get<int>(rig.arena, partial, T * tiles * 2);
     const std::vector<int> ids = rig.get<int>(rig.arena, amx, T);
@@ -913,20 +1006,69 @@ void test_linear(const LinearCase &c) {
   }
 }
 
+//===--- SILU_MUL ---------------------------------------------------------===//
+
+struct SiluMulCase {
+  const char *name;
+  int inst, T, N, cols;
+};
+const SiluMulCase kSiluMul[] = {
+#define X_SILU(name, T, N, COLS) {#name, I_##name, T, N, COLS},
+    SILU_MUL_CASES(X_SILU)
+#undef X_SILU
+};
+
+/// An unfused dense MLP's silu(gate) * up over bf16 gate and up, in tasks of
+/// c.cols columns.
+void test_silu_mul(const SiluMulCase &c) {
+  const std::string name = c.name;
+  const i64 T = c.T, N = c.N;
+  const int tasks = (c.N + c.cols - 1) / c.cols;
+  Rig rig(tasks);
+  const i64 gate = rig.arena.alloc(T * N * 2), up = rig.arena.alloc(T * N * 2),
+            out = rig.arena.alloc(T * N * 2);
+  rig.commit();
+  rig.fill(rig.arena, gate, T * N, K_BF16, 401, 4.0f);
+  rig.fill(rig.arena, up, T * N, K_BF16, 402, 2.0f);
+  for (int i = 0; i < tasks; ++i) {
+    TilecTask t = make_task(c.inst, TILEC_TASK_SILU_MUL, i);
+    set_arg(t, TILEC_SILU_GATE, gate);
+    set_arg(t, TILEC_SILU_UP, up);
+    set_arg(t, TILEC_SILU_OUT, out);
+    set_arg(t, TILEC_SILU_N0, i64(i) * c.cols);
+    set_arg(t, TILEC_SILU_N1, std::min<i64>(N, i64(i + 1) * c.cols));
+    rig.add(i, t);
+  }
+  if (!rig.run_clean(name))
+    return;
+  const std::vector<float> g = gen_bf16_floats(K_BF16, 401, T * N, 4.0f);
+  const std::vector<float> u = gen_bf16_floats(K_BF16, 402, T * N, 2.0f);
+  std::vector<double> ref(size_t(T * N));
+  for (size_t i = 0; i < ref.size(); ++i)
+    ref[i] = silu_mul_ref(g[i], u[i]);
+  record(name, "silu(g)*u (bf16)",
+         rel_err(bf16s_to_floats(rig.get<u16>(rig.arena, out, T * N)), ref),
+         kTolBf16,
+         "T=" + std::to_string(T) + " N=" + std::to_string(N) + ", " +
+             std::to_string(tasks) + " tasks");
+}
+
 //===--- ATTENTION --------------------------------------------------------===//
 
 struct AttentionCase {
   const char *name;
-  int inst, T, qh, kvh, d, dv, window, capacity, sinks, pos0;
+  int inst, T, qh, kvh, d, dv, window, capacity, sinks, mask, rows, pos0;
 };
 const AttentionCase kAttention[] = {
-#define X_ATT(name, T, QH, KVH, D, DV, W, C, S, P0)                            \
-  {#name, I_##name, T, QH, KVH, D, DV, W, C, S, P0},
+#define X_ATT(name, T, QH, KVH, D, DV, W, C, S, M, R, P0)                      \
+  {#name, I_##name, T, QH, KVH, D, DV, W, C, S, M, R, P0},
     ATTENTION_CASES(X_ATT)
 #undef X_ATT
 };
 
-/// out[t, h, :] per docs/engine.md from the given q, caches and sinks.
+/// out[t, h, :] per docs/engine.md from the given q, caches and sinks: keys
+/// from p - window + 1 to p, or with mask 1 (the drafter's block, appended to
+/// the caches) to the block's last position (below p + window).
 std::vector<double>
 attention_ref(const AttentionCase &c, const std::vector<float> &q,
               const std::vector<float> &kc, const std::vector<float> &vc,
@@ -938,9 +1080,13 @@ attention_ref(const AttentionCase &c, const std::vector<float> &q,
     const int t = int(th / c.qh), h = int(th % c.qh), g = h / G;
     const int p = pos[size_t(t)];
     const int lo = c.window ? std::max(0, p - c.window + 1) : 0;
+    const int last = pos[size_t(c.T - 1)];
+    const int hi = !c.mask    ? p
+                   : c.window ? std::min(last, p + c.window - 1)
+                              : last;
     std::vector<double> s;
     double m = -INFINITY;
-    for (int j = lo; j <= p; ++j) {
+    for (int j = lo; j <= hi; ++j) {
       const float *k = kc.data() + (size_t(j % c.capacity) * c.kvh + g) * c.d;
       const float *qv = q.data() + (size_t(t) * c.qh + h) * c.d;
       double dot = 0;
@@ -955,7 +1101,7 @@ attention_ref(const AttentionCase &c, const std::vector<float> &q,
     for (double &v : s)
       den += (v = std::exp(v - m));
     double *o = out.data() + (size_t(t) * c.qh + h) * c.dv;
-    for (int j = lo; j <= p; ++j) {
+    for (int j = lo; j <= hi; ++j) {
       const double wgt = s[size_t(j - lo)] / den * vscale;
       const float *v = vc.data() + (size_t(j % c.capacity) * c.kvh + g) * c.dv;
       for (int i = 0; i < c.dv; ++i)
@@ -967,7 +1113,9 @@ attention_ref(const AttentionCase &c, const std::vector<float> &q,
 
 void test_attention(const AttentionCase &c) {
   const std::string name = c.name;
-  Rig rig(c.kvh);
+  // Each kv head's G x T query rows in tasks of at most c.rows.
+  const int rows = c.qh / c.kvh * c.T, per_head = (rows + c.rows - 1) / c.rows;
+  Rig rig(c.kvh * per_head);
   const i64 T = c.T;
   const i64 q = rig.arena.alloc(T * c.qh * c.d * 2),
             pos = rig.arena.alloc(T * 4);
@@ -986,19 +1134,23 @@ void test_attention(const AttentionCase &c) {
     positions[size_t(t)] = int(c.pos0 + t);
   rig.put(rig.arena, pos, positions);
   const float scale = 1.0f / std::sqrt(float(c.d)), vscale = 0.612f;
-  for (int g = 0; g < c.kvh; ++g) {
-    TilecTask t = make_task(c.inst, TILEC_TASK_ATTENTION, g);
-    set_arg(t, TILEC_ATT_Q, q);
-    set_arg(t, TILEC_ATT_KCACHE, kc);
-    set_arg(t, TILEC_ATT_VCACHE, vc);
-    set_arg(t, TILEC_ATT_POS, pos);
-    set_arg(t, TILEC_ATT_OUT, out);
-    set_arg(t, TILEC_ATT_KV_HEAD, g);
-    set_arg(t, TILEC_ATT_SINKS, sinks);
-    set_arg(t, TILEC_ATT_SCALE, f32_arg(scale));
-    set_arg(t, TILEC_ATT_VSCALE, f32_arg(vscale));
-    rig.add(g, t);
-  }
+  for (int g = 0; g < c.kvh; ++g)
+    for (int r = 0; r < per_head; ++r) {
+      const int task = g * per_head + r;
+      TilecTask t = make_task(c.inst, TILEC_TASK_ATTENTION, task);
+      set_arg(t, TILEC_ATT_Q, q);
+      set_arg(t, TILEC_ATT_KCACHE, kc);
+      set_arg(t, TILEC_ATT_VCACHE, vc);
+      set_arg(t, TILEC_ATT_POS, pos);
+      set_arg(t, TILEC_ATT_OUT, out);
+      set_arg(t, TILEC_ATT_KV_HEAD, g);
+      set_arg(t, TILEC_ATT_SINKS, sinks);
+      set_arg(t, TILEC_ATT_SCALE, f32_arg(scale));
+      set_arg(t, TILEC_ATT_VSCALE, f32_arg(vscale));
+      set_arg(t, TILEC_ATT_ROW0, r * c.rows);
+      set_arg(t, TILEC_ATT_ROW1, std::min(rows, (r + 1) * c.rows));
+      rig.add(task, t);
+    }
   if (!rig.run_clean(name))
     return;
   const std::vector<float> qf =
@@ -1012,9 +1164,11 @@ void test_attention(const AttentionCase &c) {
   const std::vector<double> ref =
       attention_ref(c, qf, kf, vf, sf, positions, scale, vscale);
   char what[128];
-  std::snprintf(what, sizeof what, "T=%d G=%d D=%d/%d window %d cap %d%s", c.T,
-                c.qh / c.kvh, c.d, c.dv, c.window, c.capacity,
-                c.sinks ? " sinks" : "");
+  std::snprintf(what, sizeof what,
+                "T=%d G=%d D=%d/%d window %d cap %d%s%s, %d task%s/kv head",
+                c.T, c.qh / c.kvh, c.d, c.dv, c.window, c.capacity,
+                c.sinks ? " sinks" : "", c.mask ? " block" : "", per_head,
+                per_head == 1 ? "" : "s");
   record(name, "attention out (bf16)",
          rel_err(bf16s_to_floats(rig.get<u16>(rig.arena, out, T * c.qh * c.dv)),
                  ref),
@@ -1033,7 +1187,7 @@ void test_attention_pipeline() {
     lv = n == "pro_v_cache" ? &l : lv;
     lo = n == "pro_o_residual" ? &l : lo;
   }
-  const AttentionCase &ac = kAttention[3]; // att_pro_full_t8
+  const AttentionCase &ac = kAttention[3]; // att_pro_full_t8: one task
   const i64 T = 8, H = 6144, QH = ac.qh, D = ac.d, DV = ac.dv,
             CAP = ac.capacity;
   Rig rig(g_sms);
@@ -1095,6 +1249,8 @@ void test_attention_pipeline() {
     set_arg(t, TILEC_ATT_SINKS, -1);
     set_arg(t, TILEC_ATT_SCALE, f32_arg(scale));
     set_arg(t, TILEC_ATT_VSCALE, f32_arg(vscale));
+    set_arg(t, TILEC_ATT_ROW0, 0); // one task: every query row
+    set_arg(t, TILEC_ATT_ROW1, QH * T);
     rig.add(sm++, t, ev_att);
   }
   for (i64 n0 = 0; n0 < H; n0 += lo->tile) {
@@ -1779,6 +1935,9 @@ int main(int argc, char **argv) {
       test_attention(c);
   if (want("pipe_attention_pro"))
     test_attention_pipeline();
+  for (const SiluMulCase &c : kSiluMul)
+    if (want(c.name))
+      test_silu_mul(c);
   for (const RouterCase &c : kRouter)
     if (want(c.name))
       test_router(c);

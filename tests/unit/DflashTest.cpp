@@ -277,6 +277,144 @@ TEST(DflashReference, AutoregressiveIsLosslessAndRecordsItsDrafts) {
   }
 }
 
+/// draftAutoregressive following a given block (an engine's): pass k sees
+/// [t, f_1 .. f_(k-1), MASK...] whatever its own earlier slots were, and
+/// `chosen` keeps each pass's logits at its slot.
+TEST(DflashReference, AutoregressiveDraftFollowsAGivenBlock) {
+  for (const char *name : {"tiny", "tiny-pro"}) {
+    SCOPED_TRACE(name);
+    Model model = loadModel(name);
+    SyntheticWeights weights(model, 6);
+    std::vector<int32_t> prompt = promptFor(model, 9, 5);
+    ReferenceDrafter drafter(*model.drafter, model.target, weights);
+    drafter.appendContext(tapsOf(model, weights, prompt));
+    const int64_t start = int64_t(prompt.size()), B = 5;
+    const int32_t last = 17, mask = int32_t(model.drafter->maskTokenId);
+    std::vector<int32_t> follow{last, 3, 1, 4, 1};
+    ref::Tensor lastPass, chosen;
+    std::vector<int32_t> block = drafter.draftAutoregressive(
+        last, start, B, &lastPass, &follow, &chosen);
+    ASSERT_EQ(chosen.dim(0), B);
+    for (int64_t k = 1; k < B; ++k) {
+      std::vector<int32_t> input(follow.begin(), follow.begin() + k);
+      input.resize(size_t(B), mask);
+      ref::Tensor logits = drafter.draft(input, start);
+      EXPECT_EQ(ref::argmax(logits)[size_t(k)], block[size_t(k)]) << k;
+      const int64_t V = logits.dim(1);
+      EXPECT_EQ(std::vector<float>(logits.row(k), logits.row(k) + V),
+                std::vector<float>(chosen.row(k), chosen.row(k) + V))
+          << k;
+      if (k == B - 1) {
+        EXPECT_EQ(logits.data, lastPass.data);
+      }
+    }
+    std::vector<int32_t> wrongSize(3, 0);
+    EXPECT_THROW(
+        drafter.draftAutoregressive(last, start, B, nullptr, &wrongSize),
+        Error);
+  }
+}
+
+/// The engine's decode of a DflashReference::generate run, as tile-run
+/// records it: the first token and each step's commits.
+DflashReference::Followed followedOf(const std::vector<int32_t> &produced,
+                                     const DflashReference::Stats &stats) {
+  DflashReference::Followed f;
+  f.first = produced[0];
+  size_t at = 1;
+  for (int64_t a : stats.accepted) {
+    if (at + size_t(a) > produced.size())
+      break; // the last step's tail is cut at `count`
+    f.committed.emplace_back(produced.begin() + int64_t(at),
+                             produced.begin() + int64_t(at) + a);
+    at += size_t(a);
+  }
+  return f;
+}
+
+/// replay() on the reference's own decode gives its drafts and draft logits
+/// bit for bit (block and autoregressive drafters, rounding as for an
+/// engine): the forced mode is the same loop, told what to commit.
+TEST(DflashReference, ReplayOfItsOwnDecodeGivesTheSameDrafts) {
+  for (const char *name : {"tiny", "tiny-pro"}) {
+    Model model = loadModel(name);
+    SyntheticWeights weights(model, 8);
+    std::vector<int32_t> prompt = promptFor(model, 7, 2);
+    for (bool ar : {false, true}) {
+      SCOPED_TRACE(std::string(name) + (ar ? " autoregressive" : " block"));
+      DflashReference dflash(model, weights, /*roundActivations=*/true, ar);
+      const int64_t B = 4;
+      DflashReference::Stats own;
+      std::vector<int32_t> produced = dflash.generate(prompt, 40, B, &own);
+      DflashReference::Followed f = followedOf(produced, own);
+      ASSERT_GE(f.committed.size(), 8u);
+      for (size_t s = 0; s < f.committed.size(); ++s) {
+        std::vector<int32_t> block{s ? f.committed[s - 1].back() : f.first};
+        block.insert(block.end(), own.drafts[s].begin(), own.drafts[s].end());
+        f.blocks.push_back(block);
+      }
+      DflashReference::Stats replayed;
+      dflash.replay(prompt, f, B, replayed);
+      const size_t n = f.committed.size();
+      ASSERT_EQ(replayed.drafts.size(), n);
+      EXPECT_EQ(replayed.drafts,
+                std::vector<std::vector<int32_t>>(own.drafts.begin(),
+                                                  own.drafts.begin() + n));
+      EXPECT_EQ(replayed.accepted,
+                std::vector<int64_t>(own.accepted.begin(),
+                                     own.accepted.begin() + int64_t(n)));
+      for (size_t s = 0; s < n; ++s)
+        EXPECT_EQ(replayed.draftLogits[s].data, own.draftLogits[s].data) << s;
+      EXPECT_EQ(replayed.choiceLogits.size(), ar ? n : 0u);
+    }
+  }
+}
+
+/// replay() follows commits the reference itself would not make: step s's
+/// draft is the drafter's over the context of exactly the tokens committed
+/// before it, at their positions.
+TEST(DflashReference, ReplayDraftsFromTheCommittedTokens) {
+  Model model = loadModel("tiny-window");
+  SyntheticWeights weights(model, 9);
+  std::vector<int32_t> prompt = promptFor(model, 6, 3);
+  const int64_t B = 4;
+  DflashReference::Followed f;
+  f.first = 7;
+  f.committed = {{5}, {9, 2, 11}, {4, 4}, {1, 2, 3, 8}, {6}};
+  DflashReference dflash(model, weights);
+  DflashReference::Stats stats;
+  dflash.replay(prompt, f, B, stats);
+  ASSERT_EQ(stats.drafts.size(), f.committed.size());
+  EXPECT_EQ(stats.accepted, (std::vector<int64_t>{1, 3, 2, 4, 1}));
+  std::vector<int32_t> sequence = prompt;
+  int32_t last = f.first;
+  for (size_t s = 0; s < f.committed.size(); ++s) {
+    SCOPED_TRACE(s);
+    ReferenceDrafter drafter(*model.drafter, model.target, weights);
+    drafter.appendContext(tapsOf(model, weights, sequence));
+    ref::Tensor logits = drafter.draft(last, int64_t(sequence.size()), B);
+    std::vector<int32_t> want = ref::argmax(logits);
+    EXPECT_EQ(stats.drafts[s],
+              std::vector<int32_t>(want.begin() + 1, want.end()));
+    const int64_t V = logits.dim(1);
+    const ref::Tensor &got = stats.draftLogits[s];
+    ASSERT_EQ(got.data.size(), size_t((B - 1) * V));
+    for (int64_t i = 0; i < (B - 1) * V; ++i)
+      ASSERT_NEAR(got.data[size_t(i)], logits.data[size_t(V + i)], 1e-4) << i;
+    sequence.push_back(last);
+    sequence.insert(sequence.end(), f.committed[s].begin(),
+                    f.committed[s].end() - 1);
+    last = f.committed[s].back();
+  }
+  // Commits that cannot be an engine's are named.
+  DflashReference::Followed bad = f;
+  bad.committed[2] = {1, 2, 3, 4, 5};
+  EXPECT_THROW(dflash.replay(prompt, bad, B, stats), Error);
+  bad = f;
+  bad.first = int32_t(model.target.vocabSize);
+  EXPECT_THROW(dflash.replay(prompt, bad, B, stats), Error);
+}
+
 TEST(DflashReference, BadArgumentsAreNamed) {
   Model model = loadModel("tiny");
   SyntheticWeights weights(model, 1);

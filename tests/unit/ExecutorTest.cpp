@@ -229,6 +229,19 @@ TEST(GenerateDflash, LosslessAndAcceptsWhatTheDrafterGotRight) {
     // Every full step commits the right guesses and the bonus.
     for (size_t i = 0; i + 1 < stats.accepted.size(); ++i)
       EXPECT_EQ(stats.accepted[i], correct + 1) << i;
+    // The first token and each step's commits, in full: the whole sequence
+    // (what checkDrafts replays).
+    EXPECT_EQ(stats.first, out[0]);
+    ASSERT_EQ(stats.committed.size(), stats.accepted.size());
+    std::vector<int32_t> all{stats.first};
+    for (size_t i = 0; i < stats.committed.size(); ++i) {
+      EXPECT_EQ(int64_t(stats.committed[i].size()), stats.accepted[i]) << i;
+      all.insert(all.end(), stats.committed[i].begin(),
+                 stats.committed[i].end());
+    }
+    ASSERT_GE(all.size(), out.size());
+    EXPECT_EQ(std::vector<int32_t>(all.begin(), all.begin() + 20), out);
+    EXPECT_EQ(all, greedyOfRule(prompt, int64_t(all.size())));
     // The prefill chunks: [10..13] at 0, [14, 15, pad, pad] at 4.
     EXPECT_EQ(ex.blocks[0], (std::vector<int32_t>{10, 11, 12, 13}));
     EXPECT_EQ(ex.blocks[1], (std::vector<int32_t>{14, 15, 0, 0}));

@@ -1521,8 +1521,9 @@ TEST(ReferenceRounding, GateUpRoundingOnlyMovesTheLogitsALittle) {
   std::printf("tiny, %d positions: unfused vs fused logits: max relative error "
               "%.2e, max absolute %.2e\n",
               int(lf.dim(0)), worst, worstAbs);
-  // About 1.2e-2 on tiny (seed 0): as large as tile-run --check's tolerance,
-  // which is why the check rounds gate and up for unfused engines.
+  // About 1.2e-2 on tiny (seed 0): most of tile-run --check's tolerance
+  // (1.6e-2, left for the GPU's summation order), which is why the check
+  // rounds gate and up for unfused engines.
   EXPECT_GT(worst, 0.0);
   EXPECT_LT(worst, 5e-2);
   // Off without roundActivations: gate and up are only rounded with it.

@@ -80,7 +80,7 @@ TEST_P(Oracle, ReferenceMatchesTransformers) {
         hiddenError, relativeError(out.hidden[l].data.data(),
                                    hidden.data() + l * perLayer, perLayer));
   // Both sides run in fp32 on the same bf16 weights (seen: ~5e-7), far inside
-  // the bf16 tolerance (4e-3) that the GPU is held to.
+  // the bf16 tolerance (1.6e-2, tile-run --check's) that the GPU is held to.
   EXPECT_LT(logitError, 1e-5);
   EXPECT_LT(hiddenError, 1e-5);
   std::printf(
