@@ -34,6 +34,11 @@ make ps-ar pro-slice --ar-drafter
 # all 70 layers (71.5 GB of weights), DFlash block 8 and plain greedy.
 make tp8 pro-tp8
 make tp8-plain pro-tp8 --no-drafter
+# run.sh's section mma: 8-token steps of every tiny preset (the GEMVs on the
+# tensor cores) for --check against the CPU reference.
+for p in tiny tiny-groups tiny-window tiny-pro; do
+  make p8-$p $p --no-drafter --tokens 8
+done
 # The fusion tutorial (docs/tutorial-fusion.md, run.sh's section fusion): the
 # same plain engines with and without tile-fuse's silu-pair (the dense MLPs'
 # gate and up as two linears and SILU_MUL tasks), at tiny and pro-slice shapes,
