@@ -325,15 +325,8 @@ struct Gemv {
         for (int u = tid; u < kUnits; u += kComputeThreads)
           ns[x_swizzle(u)] = ld_weight16(norm_w + i64(u) * 16);
       compute_sync();
-      if constexpr (RMS) {
-        if (tid < ta) {
-          float ss = 0.0f;
-          for (int w2 = 0; w2 < kComputeWarps; ++w2)
-            ss += part[w2 * T + tid];
-          inv(ctx)[tid] = __fdiv_rn(
-              1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(ss, float(K)), eps)));
-        }
-      }
+      if constexpr (RMS)
+        rms_inverse(ctx, ta, eps);
     }
 
     prefetch_unit(w, nrows, warp, lane);
@@ -420,6 +413,21 @@ struct Gemv {
   }
 
 private:
+  /// inv(t) = 1 / sqrt(mean(x_t^2) + eps) for the active tokens, from the
+  /// compute warps' sums of squares in part[warp][t] (after a compute_sync).
+  __device__ __forceinline__ static void rms_inverse(const Ctx &ctx, int ta,
+                                                     float eps) {
+    const int tid = compute_tid();
+    if (tid >= ta)
+      return;
+    const float *part = reinterpret_cast<const float *>(ctx.smem + kPartOff);
+    float ss = 0.0f;
+    for (int w2 = 0; w2 < kComputeWarps; ++w2)
+      ss += part[w2 * T + tid];
+    inv(ctx)[tid] =
+        __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(ss, float(K)), eps)));
+  }
+
   //===--- Tensor-core path ----------------------------------------------===//
 
   /// The 8 bf16 of a 16-byte x unit in the order the weight decode pairs
@@ -448,7 +456,7 @@ private:
                                                    const u8 *x, i64 x_stride,
                                                    const u8 *norm_w,
                                                    float eps) {
-    const int tid = compute_tid(), warp = compute_warp(), lane = lane_id();
+    const int warp = compute_warp(), lane = lane_id();
     const int g = lane >> 2, c = lane & 3;
     uint4 *xs = reinterpret_cast<uint4 *>(ctx.smem + kXOff);
     float ss[kNT];
@@ -500,13 +508,7 @@ private:
           part[warp * T + nt * 8 + g] = v;
       }
       compute_sync();
-      if (tid < ta) {
-        float sum = 0.0f;
-        for (int w2 = 0; w2 < kComputeWarps; ++w2)
-          sum += part[w2 * T + tid];
-        inv(ctx)[tid] = __fdiv_rn(
-            1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(sum, float(K)), eps)));
-      }
+      rms_inverse(ctx, ta, eps);
     }
     compute_sync();
   }
