@@ -366,6 +366,13 @@ std::vector<int32_t> DflashReference::draftStep(
   return draft;
 }
 
+ReferenceModel::Options DflashReference::targetOptions() const {
+  ReferenceModel::Options options;
+  options.roundActivations = round_;
+  options.roundGateUp = roundGateUp_;
+  return options;
+}
+
 std::vector<int32_t>
 DflashReference::generate(const std::vector<int32_t> &prompt, int64_t count,
                           int64_t blockSize, Stats *stats,
@@ -375,10 +382,7 @@ DflashReference::generate(const std::vector<int32_t> &prompt, int64_t count,
   if (oracle && int64_t(oracle->size()) < count + B)
     fail("DFlash: the oracle continuation has {} tokens, {} needed",
          oracle->size(), count + B);
-  ReferenceModel::Options options;
-  options.roundActivations = round_;
-  options.roundGateUp = roundGateUp_;
-  ReferenceModel target(model_.target, weights_, options);
+  ReferenceModel target(model_.target, weights_, targetOptions());
   target.setRouterTies(ties_);
   ReferenceDrafter drafter(d, model_.target, weights_, round_, roundGateUp_);
 
@@ -435,10 +439,7 @@ void DflashReference::replay(const std::vector<int32_t> &prompt,
   if (engine.first < 0 || engine.first >= V)
     fail("DFlash replay: the first token {} is out of range [0, {})",
          engine.first, V);
-  ReferenceModel::Options options;
-  options.roundActivations = round_;
-  options.roundGateUp = roundGateUp_;
-  ReferenceModel target(model_.target, weights_, options);
+  ReferenceModel target(model_.target, weights_, targetOptions());
   target.setRouterTies(ties_);
   ReferenceDrafter drafter(d, model_.target, weights_, round_, roundGateUp_);
 

@@ -166,6 +166,8 @@ private:
                                  const std::vector<int32_t> *follow,
                                  Stats *stats) const;
   int64_t blockSizeOf(int64_t blockSize) const;
+  /// The target reference's options: this reference's rounding.
+  ReferenceModel::Options targetOptions() const;
   const Model &model_;
   WeightSource &weights_;
   bool round_, autoregressive_, roundGateUp_;
