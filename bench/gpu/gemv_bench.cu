@@ -45,11 +45,15 @@ using namespace tilec;
 
 namespace {
 
-template <int T, int K, int FORMAT, int TILE, bool ROUTED, int MIN_T>
+/// Tasks of TILE rows over `rows` rows of MATS matrices stacked in `data`
+/// (matrix m's rows after m * rows), one CTA per SM; y[t, m, row] in f32 for
+/// the active tokens (ROUTED: those with route[t] >= 0).
+template <int T, int K, int FORMAT, int TILE, int MATS, bool RMS, bool ROUTED,
+          int MIN_T>
 __global__ void __launch_bounds__(TILEC_THREADS, 1)
     gemv_kernel(const u8 *data, const u8 *scales, int rows, const u8 *x,
-                const int *route, float *y) {
-  using G = detail::Gemv<T, K, FORMAT, TILE, 1, false, ROUTED, MIN_T>;
+                const int *route, const u8 *norm_w, float *y) {
+  using G = detail::Gemv<T, K, FORMAT, TILE, MATS, RMS, ROUTED, MIN_T>;
   extern __shared__ __align__(16) unsigned char smem[];
   if (threadIdx.x < kComputeWarp0 * 32)
     return;
@@ -57,12 +61,16 @@ __global__ void __launch_bounds__(TILEC_THREADS, 1)
   ctx.smem = smem;
   for (int task = blockIdx.x; task * TILE < rows; task += gridDim.x) {
     const int n0 = task * TILE, nrows = cmin(TILE, rows - n0);
-    const detail::WeightMatrix w[1] = {{data, scales, n0}};
-    G::run(ctx, w, nrows, x, i64(K) * 2, route, nullptr, 0.0f);
-    const int total = G::count(ctx) * nrows;
+    detail::WeightMatrix w[MATS];
+    for (int m = 0; m < MATS; ++m)
+      w[m] = {data, scales, i64(m) * rows + n0};
+    G::run(ctx, w, nrows, x, i64(K) * 2, route, norm_w, 1e-6f);
+    const int total = G::count(ctx) * MATS * nrows;
     for (int idx = compute_tid(); idx < total; idx += kComputeThreads) {
-      const int c = idx / nrows, i = idx - c * nrows;
-      y[i64(G::token(ctx, c)) * rows + n0 + i] = G::y(ctx, c, 0, i);
+      const int c = idx / (MATS * nrows), r = idx - c * MATS * nrows;
+      const int m = r / nrows, i = r - m * nrows;
+      y[(i64(G::token(ctx, c)) * MATS + m) * rows + n0 + i] =
+          G::y(ctx, c, m, i);
     }
     compute_sync();
   }
@@ -111,12 +119,12 @@ bool g_first_json = true;
 
 template <int T, int K, int FORMAT, int TILE, bool ROUTED, int MIN_T>
 float time_kernel(const Buffers &b, int rows, int reps) {
-  auto k = gemv_kernel<T, K, FORMAT, TILE, ROUTED, MIN_T>;
+  auto k = gemv_kernel<T, K, FORMAT, TILE, 1, false, ROUTED, MIN_T>;
   CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              TILEC_SMEM_BYTES));
   for (int i = 0; i < 2; ++i)
     k<<<g_sms, TILEC_THREADS, TILEC_SMEM_BYTES>>>(b.data, b.scales, rows, b.x,
-                                                  b.route, b.y);
+                                                  b.route, nullptr, b.y);
   CHECK(cudaGetLastError());
   cudaEvent_t e0, e1;
   CHECK(cudaEventCreate(&e0));
@@ -124,7 +132,7 @@ float time_kernel(const Buffers &b, int rows, int reps) {
   CHECK(cudaEventRecord(e0));
   for (int i = 0; i < reps; ++i)
     k<<<g_sms, TILEC_THREADS, TILEC_SMEM_BYTES>>>(b.data, b.scales, rows, b.x,
-                                                  b.route, b.y);
+                                                  b.route, nullptr, b.y);
   CHECK(cudaEventRecord(e1));
   CHECK(cudaEventSynchronize(e1));
   float ms = 0;
@@ -218,36 +226,9 @@ void shape(const char *what, i64 target_bytes) {
   CHECK(cudaFree(b.y));
 }
 
-
 /// --verify: small shapes as the tiny presets have them (short K, tiles of a
 /// few rows, gate/up pairs, the RMSNORM prologue), the tensor-core path
 /// against the FMA path on the same inputs; max |a - b| / max |b| per shape.
-template <int T, int K, int FORMAT, int TILE, int MATS, bool RMS, int MIN_T>
-__global__ void __launch_bounds__(TILEC_THREADS, 1)
-    verify_kernel(const u8 *data, const u8 *scales, int rows, const u8 *x,
-                  const u8 *norm_w, float *y) {
-  using G = detail::Gemv<T, K, FORMAT, TILE, MATS, RMS, false, MIN_T>;
-  extern __shared__ __align__(16) unsigned char smem[];
-  if (threadIdx.x < kComputeWarp0 * 32)
-    return;
-  Ctx ctx{};
-  ctx.smem = smem;
-  for (int task = blockIdx.x; task * TILE < rows; task += gridDim.x) {
-    const int n0 = task * TILE, nrows = cmin(TILE, rows - n0);
-    detail::WeightMatrix w[MATS];
-    for (int m = 0; m < MATS; ++m)
-      w[m] = {data, scales, i64(m) * rows + n0};
-    G::run(ctx, w, nrows, x, i64(K) * 2, nullptr, norm_w, 1e-6f);
-    for (int idx = compute_tid(); idx < T * MATS * nrows;
-         idx += kComputeThreads) {
-      const int t = idx / (MATS * nrows), r = idx - t * MATS * nrows;
-      const int m = r / nrows, i = r - m * nrows;
-      y[(i64(t) * MATS + m) * rows + n0 + i] = G::y(ctx, t, m, i);
-    }
-    compute_sync();
-  }
-}
-
 int g_verify_failures = 0;
 
 template <int T, int K, int FORMAT, int TILE, int MATS, bool RMS>
@@ -274,17 +255,16 @@ void verify(int rows) {
   fill<<<16, 256>>>(nw, i64(K) * 2, 2, 14);
   std::vector<float> a(ny), b(ny);
   auto go = [&](auto kernel, std::vector<float> &out) {
-    CHECK(cudaFuncSetAttribute(kernel,
-                               cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               TILEC_SMEM_BYTES));
+    CHECK(cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, TILEC_SMEM_BYTES));
     CHECK(cudaMemset(y, 0, ny * 4));
     kernel<<<g_sms, TILEC_THREADS, TILEC_SMEM_BYTES>>>(data, scales, rows, x,
-                                                       nw, y);
+                                                       nullptr, nw, y);
     CHECK(cudaGetLastError());
     CHECK(cudaMemcpy(out.data(), y, ny * 4, cudaMemcpyDeviceToHost));
   };
-  go(verify_kernel<T, K, FORMAT, TILE, MATS, RMS, 17>, a);
-  go(verify_kernel<T, K, FORMAT, TILE, MATS, RMS, 8>, b);
+  go(gemv_kernel<T, K, FORMAT, TILE, MATS, RMS, false, 17>, a);
+  go(gemv_kernel<T, K, FORMAT, TILE, MATS, RMS, false, 8>, b);
   double maxd = 0, maxv = 0;
   for (size_t i = 0; i < ny; ++i) {
     maxd = std::max(maxd, double(std::fabs(a[i] - b[i])));
